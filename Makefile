@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:
+#   make dev    set up, then run the local stack (livekit-server, DynamoDB Local, handler)
+#   make test   set up, then run every test against the real servers
+SHELL := /bin/bash
+UV_VERSION := 0.9.30
+UV := python3 -m uv
+
+.PHONY: setup tools python fetch dev test bench lint
+
+setup: tools python fetch
+
+# Command-line tools the project needs that are not Python packages.
+tools:
+	@python3 -m uv --version 2>/dev/null | grep -q "$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+
+python:
+	$(UV) sync --frozen --all-extras
+
+fetch:
+	infra/fetch.sh
+
+dev: setup
+	$(UV) run python -m infra.stack dev
+
+test: setup
+	$(UV) run pytest
+
+bench: setup
+	$(UV) run python -m bench.webhook

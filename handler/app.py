@@ -1,0 +1,126 @@
+"""The Starlette app: POST /webhook and GET /healthz.
+
+Answers, and why:
+    401  no token, a bad or expired one, an unknown key, a body that isn't what was signed
+    413  body over the limit, refused while reading, never buffered whole
+    415  a content type other than application/webhook+json or application/json
+    408  a body that trickles in too slowly (it would stall the room's queue)
+    400  signed correctly, but not a WebhookEvent
+    200  handled, including events we ignore and metadata the policy rejects
+    503  DynamoDB or LiveKit unavailable, or another delivery holds a claim: a retry helps
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .claims import DispatchStore, StoreUnavailable
+from .contract import Routing
+from .dispatcher import LiveKitDispatcher
+from .observability import configure_logging, correlation_id
+from .pipeline import Pipeline
+from .settings import Settings
+from .verify import (
+    BodyTimeout,
+    PayloadTooLarge,
+    Unauthorized,
+    WebhookRejected,
+    WebhookVerifier,
+    check_content_type,
+)
+
+log = logging.getLogger("switchboard")
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise BodyTimeout(f"body was not received within {timeout:g} s") from None
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings | None = None, *, store: DispatchStore | None = None,
+               dispatcher: LiveKitDispatcher | None = None) -> Starlette:
+    """The webhook app. Without a store, it opens DynamoDB itself for its lifetime."""
+    settings = settings or Settings()
+    routing = Routing.load(settings.routing_file)
+    verifier = WebhookVerifier(settings.signing_keys)
+    state: dict[str, Pipeline] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            active_store = store
+            if active_store is None:
+                from .dynamo import DynamoStore
+
+                active_store = await stack.enter_async_context(DynamoStore.open(settings))
+            active_dispatcher = dispatcher or LiveKitDispatcher(settings)
+            if dispatcher is None:
+                stack.push_async_callback(active_dispatcher.aclose)
+            state["pipeline"] = Pipeline(settings, active_store, active_dispatcher, routing)
+            log.info("switchboard ready", extra={"table": settings.table_name, "signing_keys": verifier.key_ids,
+                                                 "allowed_agents": sorted(settings.allowed_agents)})
+            yield
+            state.clear()
+
+    async def webhook(request: Request) -> JSONResponse:
+        try:
+            if not request.headers.get("authorization", "").strip():
+                raise Unauthorized("missing Authorization token")
+            check_content_type(request.headers.get("content-type"))
+            body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_seconds)
+            event = verifier.verify(body, request.headers.get("authorization"))
+        except WebhookRejected as exc:
+            log.warning("webhook refused", extra={"status": exc.status, "error": str(exc)})
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+        correlation_id.set(event.id)
+        try:
+            outcome = await state["pipeline"].handle(event)
+        except StoreUnavailable as exc:
+            log.error("dispatch log unavailable", extra={"error": str(exc)})
+            return _retry_later(settings, f"dispatch log unavailable: {exc}")
+        body_out: dict[str, Any] = {"event_id": event.id, "decision": outcome.decision.summary(),
+                                    "outcome": outcome.as_dict()}
+        if outcome.retry:
+            return _retry_later(settings, "not every agent could be dispatched yet", body_out)
+        return JSONResponse(body_out)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    configure_logging(settings.log_level)
+    return Starlette(
+        routes=[Route("/webhook", webhook, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
+        lifespan=lifespan,
+    )
+
+
+def _retry_later(settings: Settings, error: str, extra: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, **(extra or {})}, status_code=503,
+                        headers={"Retry-After": str(settings.retry_after_seconds)})

@@ -1,0 +1,123 @@
+"""Exactly-once dispatch: the slot state machine and the persistence interface.
+
+Modelled on AWS Lambda Powertools' idempotency utility. Every agent a room
+needs has one slot (table.dispatch_sk). Before anyone calls CreateDispatch, it
+must claim the slot with a conditional write:
+
+                 claim                 CreateDispatch ok           agent joins
+    (no slot) ─────────▶ CLAIMED ─────────────────────▶ DISPATCHED ───────▶ JOINED
+                          │   ▲ lease expired / retry            │              │
+                          │   └──────── FAILED (retryable) ◀─────┘ room_finished│
+                          │ LiveKit said no                                ▼     ▼
+                          └────────────▶ FAILED (final)                    ENDED
+
+    REJECTED: the policy refused the slot (allowlist, cap); never claimed.
+
+A CLAIMED slot holds a lease. While it runs, other deliveries of the same event
+(another process, a LiveKit retry) get ClaimInProgress and answer 503, so
+LiveKit re-delivers later; once it expires, the next delivery takes the slot
+over. Only the owner of a claim may move it on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .policy import PlannedDispatch
+
+
+class Status(StrEnum):
+    CLAIMED = "CLAIMED"
+    DISPATCHED = "DISPATCHED"
+    JOINED = "JOINED"
+    ENDED = "ENDED"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+
+
+# A slot in one of these states already has (or had) its agent.
+DONE = frozenset({Status.DISPATCHED, Status.JOINED, Status.ENDED})
+# Slots that room_finished closes.
+OPEN = frozenset({Status.CLAIMED, Status.DISPATCHED, Status.JOINED})
+
+
+# Every field a dispatch record carries, in the order `switchboard logs --json` prints them.
+RECORD_FIELDS = (
+    "room_name", "room_sid", "agent_name", "status", "dispatch_id", "trigger", "rule",
+    "participant_identity", "triggered_by", "agent_identity", "event_id", "attempts",
+    "created_at", "updated_at", "claimed_at", "dispatched_at", "joined_at", "ended_at",
+    "failed_at", "rejected_at", "error", "reason", "job_metadata",
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A slot this process now owns."""
+
+    planned: PlannedDispatch
+    owner: str
+    attempt: int
+    # The slot existed before (an expired lease or a retryable failure): an
+    # earlier attempt may have reached LiveKit, so look before creating again.
+    takeover: bool
+    previous_dispatch_id: str = ""
+
+
+class ClaimError(Exception):
+    """The slot cannot be claimed; `record` is what the table holds."""
+
+    def __init__(self, slot: str, record: dict[str, Any] | None = None, detail: str = "") -> None:
+        self.slot = slot
+        self.record = record or {}
+        super().__init__(detail or f"{type(self).__name__}: {slot}")
+
+
+class SlotAlreadyDispatched(ClaimError):
+    """The slot is DISPATCHED, JOINED or ENDED: this delivery is a duplicate."""
+
+
+class ClaimInProgress(ClaimError):
+    """Someone else holds a live lease on the slot; retrying later helps."""
+
+
+class SlotClosed(ClaimError):
+    """REJECTED, or FAILED with no attempts left: the slot will not be dispatched."""
+
+
+class RoomCapReached(ClaimError):
+    """The room session already has its cap of claimed slots."""
+
+
+class LeaseLost(ClaimError):
+    """A claim's owner tried to move the slot on after someone else took it over."""
+
+
+class StoreUnavailable(Exception):
+    """The dispatch log can't be reached or refused the call; a retry may help."""
+
+
+class DispatchStore(Protocol):
+    """Where claims, dispatch records and received events live."""
+
+    async def load_slots(self, room_sid: str) -> dict[str, dict[str, Any]]:
+        """Every slot of a room session, by slot key, read consistently."""
+        ...
+
+    async def claim(self, planned: PlannedDispatch, event_id: str,
+                    existing: dict[str, Any] | None) -> Claim: ...
+
+    async def mark_dispatched(self, claim: Claim, dispatch_id: str, *, adopted: bool = False) -> None: ...
+
+    async def mark_failed(self, claim: Claim, error: str, *, retryable: bool) -> None: ...
+
+    async def record_rejection(self, planned: PlannedDispatch, event_id: str, reason: str) -> bool:
+        """Record a REJECTED slot; False if the slot already had a record."""
+        ...
+
+    async def mark_joined(self, room_sid: str, slot: str, agent_identity: str) -> bool: ...
+
+    async def end_room(self, room_sid: str) -> int: ...
+
+    async def record_event(self, event_record: dict[str, Any]) -> None: ...

@@ -1,0 +1,112 @@
+"""The LiveKit side of a dispatch: AgentDispatchService calls with bounded time.
+
+Errors are sorted into two kinds, because they decide the webhook's answer:
+LiveKitUnavailable (timeouts, connection errors, 5xx, 429) is worth a retry and
+becomes a 503; LiveKitRejected (any other 4xx) will fail again and is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from .policy import PlannedDispatch
+from .settings import Settings
+
+
+class LiveKitError(Exception):
+    pass
+
+
+class LiveKitUnavailable(LiveKitError):
+    """LiveKit could not be reached or answered with an error a retry may fix."""
+
+
+class LiveKitRejected(LiveKitError):
+    """LiveKit refused the request; a retry would get the same answer."""
+
+
+class LiveKitDispatcher:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._api: Any = None
+
+    def _client(self) -> Any:
+        # Created on first use, inside the running event loop that aiohttp needs.
+        if self._api is None:
+            import aiohttp
+            from livekit import api
+
+            self._api = api.LiveKitAPI(
+                self._settings.livekit_url,
+                self._settings.livekit_api_key,
+                self._settings.livekit_api_secret.get_secret_value(),
+                timeout=aiohttp.ClientTimeout(total=self._settings.livekit_timeout_seconds),
+                # The SDK's own failover replays CreateDispatch on 5xx, which could
+                # put a second agent in the room. Retries are the claim's job.
+                failover=False,
+            )
+        return self._api
+
+    async def create(self, planned: PlannedDispatch) -> str:
+        from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
+
+        request = CreateAgentDispatchRequest(
+            agent_name=planned.agent_name, room=planned.room_name, metadata=planned.job_metadata())
+        dispatch = await self._call(self._client().agent_dispatch.create_dispatch(request))
+        return dispatch.id
+
+    async def list(self, room_name: str) -> list[Any]:
+        return list(await self._call(self._client().agent_dispatch.list_dispatch(room_name)))
+
+    async def find(self, planned: PlannedDispatch) -> str | None:
+        """The id of a dispatch an earlier attempt created for this slot, if LiveKit has one."""
+        for dispatch in await self.list(planned.room_name):
+            if dispatch.agent_name != planned.agent_name:
+                continue
+            if _slot_of(dispatch.metadata) == planned.slot:
+                return dispatch.id
+        return None
+
+    async def dispatch_of_participant(self, room_name: str, agent_name: str, identity: str) -> str | None:
+        """The dispatch whose job put the agent participant `identity` in the room."""
+        for dispatch in await self.list(room_name):
+            if dispatch.agent_name != agent_name:
+                continue
+            if any(job.state.participant_identity == identity for job in dispatch.state.jobs):
+                return dispatch.id
+        return None
+
+    async def _call(self, coro: Any) -> Any:
+        from livekit.api import TwirpError
+
+        try:
+            # aiohttp's timeout covers the request; this also bounds anything around it.
+            return await asyncio.wait_for(coro, self._settings.livekit_timeout_seconds + 1)
+        except TwirpError as exc:
+            message = f"LiveKit {exc.code} (HTTP {exc.status}): {exc.message}"[:500]
+            if exc.status >= 500 or exc.status == 429:
+                raise LiveKitUnavailable(message) from None
+            raise LiveKitRejected(message) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise LiveKitUnavailable(f"LiveKit did not answer within {self._settings.livekit_timeout_seconds:g} s") from None
+        except Exception as exc:
+            import aiohttp
+
+            if isinstance(exc, (aiohttp.ClientError, OSError)):
+                raise LiveKitUnavailable(f"LiveKit unreachable: {type(exc).__name__}") from None
+            raise
+
+    async def aclose(self) -> None:
+        if self._api is not None:
+            await self._api.aclose()
+            self._api = None
+
+
+def _slot_of(job_metadata: str) -> str | None:
+    try:
+        data = json.loads(job_metadata)
+    except ValueError:
+        return None
+    return data.get("switchboard_slot") if isinstance(data, dict) else None

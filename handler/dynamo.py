@@ -1,0 +1,453 @@
+"""The DispatchStore on DynamoDB, through aioboto3.
+
+Every state change is one conditional write, so two handler processes (or two
+Lambda instances) can race on a slot and exactly one of them wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from .claims import (
+    DONE,
+    OPEN,
+    Claim,
+    ClaimInProgress,
+    LeaseLost,
+    RoomCapReached,
+    SlotAlreadyDispatched,
+    SlotClosed,
+    Status,
+    StoreUnavailable,
+)
+from .policy import PlannedDispatch
+from .settings import Settings
+from .table import INDEX_BY_AGENT, INDEX_BY_DAY, INDEX_BY_ROOM, PK, SESSION_SK, SK, TTL_ATTRIBUTE, room_pk
+
+# GSI key attributes may not hold empty strings: leave them out instead.
+_INDEX_KEYS = ("room_name", "agent_name", "day", "created_at")
+
+
+def iso(ts: float) -> str:
+    """A sortable UTC timestamp with milliseconds: 2026-11-21T11:45:17.336Z."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _to_attr(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, (int, float, Decimal)):
+        return {"N": str(value)}
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, dict):
+        return {"M": {k: _to_attr(v) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return {"L": [_to_attr(v) for v in value]}
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def _from_attr(attr: dict[str, Any]) -> Any:
+    (kind, value), = attr.items()
+    if kind == "S" or kind == "BOOL":
+        return value
+    if kind == "N":
+        number = Decimal(value)
+        return int(number) if number == number.to_integral_value() else float(number)
+    if kind == "NULL":
+        return None
+    if kind == "M":
+        return {k: _from_attr(v) for k, v in value.items()}
+    if kind == "L":
+        return [_from_attr(v) for v in value]
+    raise TypeError(f"unexpected DynamoDB type {kind}")
+
+
+def to_item(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: _to_attr(v) for k, v in record.items()
+            if not (k in _INDEX_KEYS and v == "") and v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _from_attr(v) for k, v in item.items()}
+
+
+def _values(**values: Any) -> dict[str, Any]:
+    return {f":{k}": _to_attr(v) for k, v in values.items()}
+
+
+class DynamoStore:
+    """DispatchStore backed by one DynamoDB table (see table.py)."""
+
+    def __init__(self, client: Any, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self._db = client
+        self._table = settings.table_name
+        self._settings = settings
+        self._clock = clock
+
+    # --- construction -----------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings, **kwargs: Any) -> AsyncIterator[DynamoStore]:
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(dynamodb_client(settings))
+            yield cls(client, settings, **kwargs)
+
+    # --- reads ------------------------------------------------------------
+
+    async def load_slots(self, room_sid: str) -> dict[str, dict[str, Any]]:
+        items = await self._query_all(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=_values(pk=room_pk(room_sid), prefix="DISPATCH#"),
+            ConsistentRead=True,
+        )
+        return {item["sk"]: item for item in items}
+
+    async def query_log(self, *, room: str | None = None, agent: str | None = None,
+                        status: str | None = None, since: float, record_type: str = "dispatch",
+                        limit: int = 1000) -> list[dict[str, Any]]:
+        """Dispatch (or event) records newest first, through the index that fits the filter."""
+        since_iso = iso(since)
+        filters = ["record_type = :rt"]
+        values: dict[str, Any] = {"rt": record_type, "since": since_iso}
+        if status:
+            filters.append("#status = :status")
+            values["status"] = status
+        names = {"#status": "status"} if status else {}
+
+        def query(index: str, key: str, value: str) -> dict[str, Any]:
+            return dict(
+                IndexName=index,
+                # "day" is a DynamoDB reserved word: name every key through a placeholder.
+                KeyConditionExpression="#key = :key AND created_at >= :since",
+                ExpressionAttributeValues=_values(key=value, **values),
+                ExpressionAttributeNames=names | {"#key": key},
+                ScanIndexForward=False,
+            )
+
+        if room:
+            if agent:
+                filters.append("agent_name = :agent")
+                values["agent"] = agent
+            requests = [query(INDEX_BY_ROOM, "room_name", room)]
+        elif agent:
+            requests = [query(INDEX_BY_AGENT, "agent_name", agent)]
+        else:
+            requests = [query(INDEX_BY_DAY, "day", day) for day in _days_since(since, self._clock())]
+        out: list[dict[str, Any]] = []
+        for request in requests:
+            request["FilterExpression"] = " AND ".join(filters)
+            out.extend(await self._query_all(**request, limit=limit - len(out)))
+            if len(out) >= limit:
+                break
+        out.sort(key=lambda r: r.get("created_at", ""), reverse=True)
+        return out[:limit]
+
+    async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
+        """Every event and dispatch record of a room name, oldest first."""
+        items = await self._query_all(
+            IndexName=INDEX_BY_ROOM,
+            KeyConditionExpression="room_name = :room AND created_at >= :since",
+            ExpressionAttributeValues=_values(room=room_name, since=iso(since)),
+        )
+        return sorted(items, key=lambda r: r.get("created_at", ""))
+
+    # --- the claim state machine --------------------------------------------
+
+    async def claim(self, planned: PlannedDispatch, event_id: str,
+                    existing: dict[str, Any] | None) -> Claim:
+        # Bounded: each turn either wins, raises, or saw the slot change under it.
+        for _ in range(5):
+            if existing is None:
+                claim, existing = await self._claim_new(planned, event_id)
+            else:
+                claim, existing = await self._take_over(planned, event_id, existing)
+            if claim is not None:
+                return claim
+        raise ClaimInProgress(planned.slot, existing, "the slot kept changing under concurrent claims")
+
+    async def _claim_new(self, planned: PlannedDispatch, event_id: str) -> tuple[Claim | None, dict | None]:
+        now = self._clock()
+        owner = uuid.uuid4().hex
+        record = self._new_record(planned, event_id, now, Status.CLAIMED) | {
+            "owner": owner,
+            "attempts": 1,
+            "lease_expires_at": now + self._settings.claim_lease_seconds,
+            "claimed_at": iso(now),
+            "job_metadata": planned.job_metadata(),
+        }
+        try:
+            await self._db.transact_write_items(TransactItems=[
+                {"Put": {
+                    "TableName": self._table,
+                    "Item": to_item(record),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }},
+                # The room's cap, counted once per slot across every event of the session.
+                {"Update": {
+                    "TableName": self._table,
+                    "Key": to_item({PK: room_pk(planned.room_sid), SK: SESSION_SK}),
+                    "UpdateExpression": "ADD slots :one SET room_name = if_not_exists(room_name, :room), "
+                                        "record_type = :rt, expires_at = :ttl",
+                    "ConditionExpression": "attribute_not_exists(slots) OR slots < :cap",
+                    "ExpressionAttributeValues": _values(
+                        one=1, room=planned.room_name, rt="session", cap=self._settings.max_agents_per_room,
+                        ttl=int(now + self._settings.dispatch_retention_days * 86400)),
+                }},
+            ])
+        except Exception as exc:
+            reasons = _cancellation_reasons(exc)
+            if reasons is None:
+                raise _unavailable(exc) from exc
+            slot_reason, cap_reason = (reasons + [{}, {}])[:2]
+            if slot_reason.get("Code") == "ConditionalCheckFailed":
+                return None, from_item(slot_reason.get("Item") or {}) or None
+            if cap_reason.get("Code") == "ConditionalCheckFailed":
+                raise RoomCapReached(planned.slot, None, f"room cap of {self._settings.max_agents_per_room} agents reached") from None
+            # TransactionConflict: another claim on this room is mid-flight. Re-read and decide again.
+            await asyncio.sleep(0.02)
+            return None, (await self.load_slots(planned.room_sid)).get(planned.slot)
+        return Claim(planned, owner, attempt=1, takeover=False), None
+
+    async def _take_over(self, planned: PlannedDispatch, event_id: str,
+                         existing: dict[str, Any]) -> tuple[Claim | None, dict | None]:
+        status = existing.get("status")
+        now = self._clock()
+        if status in DONE:
+            raise SlotAlreadyDispatched(planned.slot, existing)
+        if status == Status.REJECTED:
+            raise SlotClosed(planned.slot, existing, f"rejected: {existing.get('reason', '')}")
+        if status == Status.CLAIMED and existing.get("lease_expires_at", 0) > now:
+            raise ClaimInProgress(planned.slot, existing)
+        attempts = int(existing.get("attempts", 0))
+        if status == Status.FAILED and (not existing.get("retryable") or attempts >= self._settings.max_dispatch_attempts):
+            raise SlotClosed(planned.slot, existing, f"failed after {attempts} attempt(s): {existing.get('error', '')}")
+
+        owner = uuid.uuid4().hex
+        try:
+            await self._db.update_item(
+                TableName=self._table,
+                Key=to_item({PK: existing[PK], SK: existing[SK]}),
+                UpdateExpression="SET #status = :claimed, #owner = :owner, lease_expires_at = :lease, "
+                                 "attempts = :attempts, claimed_at = :now, updated_at = :now, event_id = :event, "
+                                 "#trigger = :trigger, job_metadata = :job REMOVE retryable",
+                # Optimistic: only if nobody moved the slot since we read it.
+                ConditionExpression="#status = :old_status AND #owner = :old_owner",
+                ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger"},
+                ExpressionAttributeValues=_values(
+                    claimed=Status.CLAIMED.value, owner=owner, attempts=attempts + 1,
+                    lease=now + self._settings.claim_lease_seconds, now=iso(now), event=event_id,
+                    trigger=planned.trigger, job=planned.job_metadata(),
+                    old_status=status, old_owner=existing.get("owner", "")),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Exception as exc:
+            if _condition_failed(exc):
+                return None, from_item(_failed_item(exc)) or None
+            raise _unavailable(exc) from exc
+        return Claim(planned, owner, attempt=attempts + 1, takeover=True,
+                     previous_dispatch_id=existing.get("dispatch_id", "")), None
+
+    async def mark_dispatched(self, claim: Claim, dispatch_id: str, *, adopted: bool = False) -> None:
+        now = iso(self._clock())
+        extra = {"reason": "adopted the dispatch an earlier attempt created"} if adopted else {}
+        await self._owner_update(claim, Status.DISPATCHED, dict(dispatch_id=dispatch_id, dispatched_at=now, **extra))
+
+    async def mark_failed(self, claim: Claim, error: str, *, retryable: bool) -> None:
+        now = iso(self._clock())
+        await self._owner_update(claim, Status.FAILED, dict(error=error[:2000], failed_at=now, retryable=retryable))
+
+    async def _owner_update(self, claim: Claim, status: Status, fields: dict[str, Any]) -> None:
+        fields = fields | {"status": status.value, "updated_at": iso(self._clock())}
+        names = {f"#{k}": k for k in fields}
+        try:
+            await self._db.update_item(
+                TableName=self._table,
+                Key=to_item({PK: room_pk(claim.planned.room_sid), SK: claim.planned.slot}),
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields) + " REMOVE lease_expires_at",
+                ConditionExpression="#owner = :me AND #status = :claimed",
+                ExpressionAttributeNames=names | {"#owner": "owner"},
+                ExpressionAttributeValues=_values(**fields, me=claim.owner, claimed=Status.CLAIMED.value),
+            )
+        except Exception as exc:
+            if _condition_failed(exc):
+                raise LeaseLost(claim.planned.slot, None, "the claim was taken over before it completed") from None
+            raise _unavailable(exc) from exc
+
+    async def record_rejection(self, planned: PlannedDispatch, event_id: str, reason: str) -> bool:
+        now = self._clock()
+        record = self._new_record(planned, event_id, now, Status.REJECTED) | {
+            "reason": reason, "rejected_at": iso(now)}
+        try:
+            await self._db.put_item(TableName=self._table, Item=to_item(record),
+                                    ConditionExpression="attribute_not_exists(pk)")
+        except Exception as exc:
+            if _condition_failed(exc):
+                return False
+            raise _unavailable(exc) from exc
+        return True
+
+    async def mark_joined(self, room_sid: str, slot: str, agent_identity: str) -> bool:
+        now = iso(self._clock())
+        try:
+            await self._db.update_item(
+                TableName=self._table,
+                Key=to_item({PK: room_pk(room_sid), SK: slot}),
+                UpdateExpression="SET #status = :joined, joined_at = :now, updated_at = :now, agent_identity = :ident",
+                ConditionExpression="#status IN (:claimed, :dispatched)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
+                                                  claimed=Status.CLAIMED.value, dispatched=Status.DISPATCHED.value),
+            )
+        except Exception as exc:
+            if _condition_failed(exc):
+                return False
+            raise _unavailable(exc) from exc
+        return True
+
+    async def end_room(self, room_sid: str) -> int:
+        ended = 0
+        for slot, record in (await self.load_slots(room_sid)).items():
+            if record.get("status") not in OPEN:
+                continue
+            now = iso(self._clock())
+            try:
+                await self._db.update_item(
+                    TableName=self._table,
+                    Key=to_item({PK: room_pk(room_sid), SK: slot}),
+                    UpdateExpression="SET #status = :ended, ended_at = :now, updated_at = :now REMOVE lease_expires_at",
+                    ConditionExpression="#status IN (:claimed, :dispatched, :joined)",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues=_values(ended=Status.ENDED.value, now=now, **{
+                        s.value.lower(): s.value for s in OPEN}),
+                )
+                ended += 1
+            except Exception as exc:
+                if not _condition_failed(exc):
+                    raise _unavailable(exc) from exc
+        return ended
+
+    async def record_event(self, event_record: dict[str, Any]) -> None:
+        """Upsert one received webhook; a redelivery bumps `deliveries` and keeps the first time."""
+        now = self._clock()
+        received_at = event_record.get("received_at", now)
+        fields = {k: v for k, v in event_record.items() if k not in (PK, SK, "received_at")}
+        fields["last_received_at"] = iso(now)
+        fields["record_type"] = "event"
+        fields[TTL_ATTRIBUTE] = int(now + self._settings.event_retention_days * 86400)
+        fields = {k: v for k, v in fields.items() if not (k in _INDEX_KEYS and v == "") and v is not None}
+        names = {f"#{k}": k for k in fields} | {"#created_at": "created_at", "#day": "day"}
+        try:
+            await self._db.update_item(
+                TableName=self._table,
+                Key=to_item({PK: event_record[PK], SK: event_record[SK]}),
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+                + ", #created_at = if_not_exists(#created_at, :created_at), #day = if_not_exists(#day, :day)"
+                + " ADD deliveries :one",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_values(**fields, created_at=iso(received_at), day=iso(received_at)[:10],
+                                                  one=1),
+            )
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    # --- helpers ------------------------------------------------------------
+
+    def _new_record(self, planned: PlannedDispatch, event_id: str, now: float, status: Status) -> dict[str, Any]:
+        return {
+            PK: room_pk(planned.room_sid),
+            SK: planned.slot,
+            "record_type": "dispatch",
+            "status": status.value,
+            "room_sid": planned.room_sid,
+            "room_name": planned.room_name,
+            "agent_name": planned.agent_name,
+            "participant_identity": planned.participant_identity,
+            "triggered_by": planned.triggered_by,
+            "rule": planned.rule.value,
+            "trigger": planned.trigger,
+            "event_id": event_id,
+            "created_at": iso(now),
+            "updated_at": iso(now),
+            "day": iso(now)[:10],
+            TTL_ATTRIBUTE: int(now + self._settings.dispatch_retention_days * 86400),
+        }
+
+    async def _query_all(self, *, limit: int = 10_000, **request: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        try:
+            while True:
+                page = await self._db.query(TableName=self._table, **request)
+                out.extend(from_item(i) for i in page.get("Items", []))
+                key = page.get("LastEvaluatedKey")
+                if not key or len(out) >= limit:
+                    return out
+                request["ExclusiveStartKey"] = key
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+
+def _days_since(since: float, now: float) -> Iterable[str]:
+    day = datetime.fromtimestamp(now, UTC).date()
+    first = datetime.fromtimestamp(since, UTC).date()
+    while day >= first:
+        yield day.isoformat()
+        day -= timedelta(days=1)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return (response or {}).get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+
+
+def _condition_failed(exc: Exception) -> bool:
+    return _error_code(exc) == "ConditionalCheckFailedException"
+
+
+def _failed_item(exc: Exception) -> dict[str, Any]:
+    return getattr(exc, "response", {}).get("Item") or {}
+
+
+def _cancellation_reasons(exc: Exception) -> list[dict[str, Any]] | None:
+    if _error_code(exc) != "TransactionCanceledException":
+        return None
+    return list(getattr(exc, "response", {}).get("CancellationReasons") or [])
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    code = _error_code(exc)
+    # The class name and the service's error code say what went wrong; the
+    # message can echo request parameters, so it stays out.
+    return StoreUnavailable(f"DynamoDB {code or type(exc).__name__}")
+
+
+@asynccontextmanager
+async def dynamodb_client(settings: Settings) -> AsyncIterator[Any]:
+    """An aioboto3 DynamoDB client with bounded timeouts and retries.
+
+    The endpoint comes from AWS_ENDPOINT_URL_DYNAMODB, which botocore reads itself.
+    """
+    import aioboto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=settings.dynamodb_connect_timeout_seconds,
+        read_timeout=settings.dynamodb_read_timeout_seconds,
+        retries={"max_attempts": settings.dynamodb_max_attempts, "mode": "standard"},
+    )
+    session = aioboto3.Session()
+    async with session.client("dynamodb", region_name=settings.aws_region, config=config) as client:
+        yield client

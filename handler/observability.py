@@ -1,0 +1,85 @@
+"""Structured JSON logs and CloudWatch EMF metrics, both on stdout.
+
+Deliberately not aws-lambda-powertools: its Logger and Metrics would add their
+import time to every cold start for two small formats (see BENCHMARKS.md). EMF
+is a JSON line with an "_aws" block; CloudWatch turns it into metrics, and
+locally it is just another log line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+NAMESPACE = "Switchboard"
+
+# The event id of the webhook being handled: every log line carries it.
+correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if cid := correlation_id.get():
+            out["correlation_id"] = cid
+        out.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")})
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exception"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+JsonFormatter.converter = time.gmtime
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    # Access logs would print every request twice and carry nothing the handler's own line lacks.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+class Metrics:
+    """Counts and timings for one webhook, flushed as one EMF document."""
+
+    def __init__(self, service: str = "switchboard") -> None:
+        self._service = service
+        self._values: dict[str, tuple[float, str]] = {}
+
+    def add(self, name: str, value: float, unit: str = "Count") -> None:
+        old, _ = self._values.get(name, (0.0, unit))
+        self._values[name] = (old + value, unit)
+
+    def flush(self) -> None:
+        if not self._values:
+            return
+        document: dict[str, Any] = {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["service"]],
+                    "Metrics": [{"Name": n, "Unit": u} for n, (_, u) in self._values.items()],
+                }],
+            },
+            "service": self._service,
+        }
+        document.update({n: v for n, (v, _) in self._values.items()})
+        if cid := correlation_id.get():
+            document["correlation_id"] = cid
+        sys.stdout.write(json.dumps(document) + "\n")
+        self._values.clear()

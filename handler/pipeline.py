@@ -1,0 +1,211 @@
+"""verified event → decision → claim → dispatch → record.
+
+The one place that strings the steps together. Each step lives in its own
+module (policy, claims/dynamo, dispatcher); this module decides what the
+webhook's answer is: `Outcome.retry` means "LiveKit, send this again".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.protocol.webhook import WebhookEvent
+
+from .claims import (
+    DispatchStore,
+    ClaimInProgress,
+    LeaseLost,
+    RoomCapReached,
+    SlotAlreadyDispatched,
+    SlotClosed,
+    Status,
+)
+from .contract import Routing
+from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
+from .observability import Metrics
+from .policy import Action, Decision, PlannedDispatch, decide, participant_kind
+from .settings import Settings
+from .table import event_sk, room_pk
+
+log = logging.getLogger("switchboard")
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    slot: str
+    result: str
+    retry: bool = False
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"slot": self.slot, "result": self.result}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass
+class Outcome:
+    decision: Decision
+    slots: list[SlotResult] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def retry(self) -> bool:
+        return any(s.retry for s in self.slots)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"retry": self.retry}
+        if self.slots:
+            out["slots"] = [s.as_dict() for s in self.slots]
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def event_id_of(event: WebhookEvent) -> str:
+    # LiveKit always sets an id; a hand-made event without one still gets a stable key.
+    return event.id or "noid-" + hashlib.sha256(event.SerializeToString(deterministic=True)).hexdigest()[:24]
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: DispatchStore, livekit: LiveKitDispatcher,
+                 routing: Routing) -> None:
+        self.settings = settings
+        self.store = store
+        self.livekit = livekit
+        self.routing = routing
+
+    async def handle(self, event: WebhookEvent) -> Outcome:
+        """Act on one verified event and record it. Raises StoreUnavailable if the log is down."""
+        metrics = Metrics()
+        received_at = time.time()
+        decision = decide(event, self.routing, self.settings)
+        try:
+            if decision.action is Action.DISPATCH:
+                outcome = await self._dispatch(event, decision, metrics)
+            elif decision.action is Action.CONFIRM_JOIN:
+                outcome = await self._confirm_join(event, decision)
+            elif decision.action is Action.END_ROOM:
+                ended = await self.store.end_room(event.room.sid) if event.room.sid else 0
+                outcome = Outcome(decision, note=f"{ended} dispatch(es) ended")
+            else:
+                outcome = Outcome(decision)
+            await self.store.record_event(self._event_record(event, decision, outcome) | {"received_at": received_at})
+        finally:
+            metrics.flush()
+        log.info("webhook handled", extra={
+            "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
+            "decision": decision.summary(), "outcome": outcome.as_dict()})
+        return outcome
+
+    # --- dispatch ---------------------------------------------------------------
+
+    async def _dispatch(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
+        event_id = event_id_of(event)
+        slots = await self.store.load_slots(event.room.sid)
+        results: list[SlotResult] = []
+        for rejection in decision.rejected:
+            slot = rejection.planned.slot
+            if slot not in slots:
+                await self.store.record_rejection(rejection.planned, event_id, rejection.reason)
+                metrics.add("AgentsRejected", 1)
+            results.append(SlotResult(slot, "rejected", detail=rejection.reason))
+        results += await asyncio.gather(*(
+            self._dispatch_slot(p, slots.get(p.slot), event_id, metrics) for p in decision.planned))
+        return Outcome(decision, results)
+
+    async def _dispatch_slot(self, planned: PlannedDispatch, existing: dict | None,
+                             event_id: str, metrics: Metrics) -> SlotResult:
+        slot = planned.slot
+        try:
+            claim = await self.store.claim(planned, event_id, existing)
+        except SlotAlreadyDispatched as exc:
+            metrics.add("DuplicateDeliveries", 1)
+            return SlotResult(slot, "duplicate", detail=f"already {exc.record.get('status')}")
+        except ClaimInProgress:
+            metrics.add("ClaimsInProgress", 1)
+            return SlotResult(slot, "in_progress", retry=True, detail="another delivery holds the claim")
+        except SlotClosed as exc:
+            return SlotResult(slot, "closed", detail=str(exc))
+        except RoomCapReached as exc:
+            if await self.store.record_rejection(planned, event_id, str(exc)):
+                metrics.add("AgentsRejected", 1)
+            return SlotResult(slot, "rejected", detail=str(exc))
+
+        started = time.perf_counter()
+        try:
+            if claim.takeover:
+                # An earlier attempt may have reached LiveKit before it died or timed out.
+                found = await self.livekit.find(planned)
+                if found:
+                    await self.store.mark_dispatched(claim, found, adopted=True)
+                    return SlotResult(slot, "adopted", detail=found)
+            dispatch_id = await self.livekit.create(planned)
+        except LiveKitError as exc:
+            retryable = isinstance(exc, LiveKitUnavailable)
+            await self.store.mark_failed(claim, str(exc), retryable=retryable)
+            metrics.add("DispatchFailures", 1)
+            log.warning("dispatch failed", extra={"slot": slot, "error": str(exc), "retryable": retryable})
+            return SlotResult(slot, "failed", retry=retryable and claim.attempt < self.settings.max_dispatch_attempts,
+                              detail=str(exc))
+        metrics.add("CreateDispatchLatency", (time.perf_counter() - started) * 1000, "Milliseconds")
+        try:
+            await self.store.mark_dispatched(claim, dispatch_id)
+        except LeaseLost:
+            # Our lease ran out while LiveKit answered and another delivery took the
+            # slot over; it looks for our dispatch before creating one (claim.takeover).
+            log.error("lease lost after dispatch", extra={"slot": slot, "dispatch_id": dispatch_id})
+            return SlotResult(slot, "lease_lost", detail=dispatch_id)
+        metrics.add("Dispatches", 1)
+        return SlotResult(slot, "dispatched", detail=dispatch_id)
+
+    # --- confirmation ---------------------------------------------------------
+
+    async def _confirm_join(self, event: WebhookEvent, decision: Decision) -> Outcome:
+        name, identity = decision.agent_name, decision.agent_identity
+        if not name or not event.room.sid:
+            return Outcome(decision, note="agent participant without lk.agent_name or room")
+        slots = await self.store.load_slots(event.room.sid)
+        if any(r.get("agent_identity") == identity and r.get("status") == Status.JOINED for r in slots.values()):
+            return Outcome(decision, [SlotResult("", "duplicate", detail=f"{identity} already joined")])
+        candidates = [r for r in slots.values() if r.get("agent_name") == name
+                      and r.get("status") in (Status.CLAIMED, Status.DISPATCHED)]
+        match: dict | None = candidates[0] if len(candidates) == 1 else None
+        if len(candidates) > 1:
+            # Several open dispatches of one agent (per-participant rules): ask LiveKit
+            # which dispatch's job this participant is.
+            try:
+                dispatch_id = await self.livekit.dispatch_of_participant(event.room.name, name, identity)
+            except LiveKitUnavailable as exc:
+                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
+            except LiveKitRejected as exc:
+                return Outcome(decision, [SlotResult("", "unconfirmed", detail=str(exc))])
+            match = next((r for r in candidates if r.get("dispatch_id") == dispatch_id), None)
+        if match is None:
+            return Outcome(decision, note=f"agent {name!r} joined without an open Switchboard dispatch")
+        joined = await self.store.mark_joined(event.room.sid, match["sk"], identity)
+        return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
+
+    # --- the event record ---------------------------------------------------
+
+    def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome) -> dict[str, Any]:
+        participant = event.participant if event.HasField("participant") else None
+        return {
+            "pk": room_pk(event.room.sid or "-"),
+            "sk": event_sk(event_id_of(event)),
+            "event_id": event_id_of(event),
+            "event_type": event.event,
+            "room_name": event.room.name,
+            "room_sid": event.room.sid,
+            "participant_identity": participant.identity if participant else "",
+            "participant_kind": participant_kind(participant) if participant else "",
+            "event_created_at": int(event.created_at),
+            "decision": decision.summary(),
+            "outcome": outcome.as_dict(),
+        }

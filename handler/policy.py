@@ -1,0 +1,181 @@
+"""The decision: which agents a verified webhook event calls for, and why.
+
+A pure function of the event, the routing file and the settings. It does no I/O,
+so every branch is a unit test, and the same decision is what the log records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.webhook import WebhookEvent
+
+from .contract import AgentPlan, MetadataError, Routing, parse_room_metadata
+from .settings import Settings
+from .table import dispatch_sk
+
+AGENT_NAME_ATTRIBUTE = "lk.agent_name"
+
+_KIND_NAMES = {value: name.lower() for name, value in ParticipantInfo.Kind.items()}
+
+
+class Action(StrEnum):
+    DISPATCH = "dispatch"
+    CONFIRM_JOIN = "confirm_join"
+    AGENT_LEFT = "agent_left"
+    END_ROOM = "end_room"
+    IGNORE = "ignore"
+
+
+class Rule(StrEnum):
+    AGENTS = "agents"
+    ON_PARTICIPANT_JOINED = "on_participant_joined"
+
+
+@dataclass(frozen=True)
+class PlannedDispatch:
+    """One agent the room should have, and the slot that makes it exactly-once."""
+
+    room_sid: str
+    room_name: str
+    agent_name: str
+    rule: Rule
+    trigger: str
+    # The participant a per-participant slot belongs to; "" for a room slot.
+    participant_identity: str = ""
+    # Who set off a participant rule, recorded even when the slot is per room.
+    triggered_by: str = ""
+    rule_metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def slot(self) -> str:
+        return dispatch_sk(self.agent_name, self.participant_identity)
+
+    def job_metadata(self) -> str:
+        """The JSON the agent receives: the rule's metadata plus where and why it was sent."""
+        data = dict(self.rule_metadata)
+        data.update(room_name=self.room_name, room_sid=self.room_sid, trigger=self.trigger,
+                    rule=str(self.rule), switchboard_slot=self.slot)
+        if self.triggered_by:
+            data["participant_identity"] = self.triggered_by
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    planned: PlannedDispatch
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    planned: tuple[PlannedDispatch, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    error: str | None = None
+    # For CONFIRM_JOIN / AGENT_LEFT: the agent participant seen.
+    agent_name: str = ""
+    agent_identity: str = ""
+
+    def summary(self) -> dict:
+        """What the event record keeps of this decision."""
+        out: dict = {"action": str(self.action), "reason": self.reason}
+        if self.planned:
+            out["planned"] = [p.slot for p in self.planned]
+        if self.rejected:
+            out["rejected"] = [{"slot": r.planned.slot, "reason": r.reason} for r in self.rejected]
+        if self.error:
+            out["error"] = self.error
+        if self.agent_name:
+            out["agent"] = {"name": self.agent_name, "identity": self.agent_identity}
+        return out
+
+
+def participant_kind(participant: ParticipantInfo) -> str:
+    return _KIND_NAMES.get(participant.kind, f"kind_{participant.kind}")
+
+
+def decide(event: WebhookEvent, routing: Routing, settings: Settings) -> Decision:
+    kind = event.event
+    if kind in ("room_started", "participant_joined") and not event.room.sid:
+        return Decision(Action.IGNORE, f"{kind} without a room sid")
+
+    if kind == "room_finished":
+        return Decision(Action.END_ROOM, "room finished: open dispatches end")
+
+    if kind in ("participant_joined", "participant_left") and event.participant.kind == ParticipantInfo.Kind.AGENT:
+        # An agent's own join never triggers a dispatch (it would loop); it confirms one.
+        name = event.participant.attributes.get(AGENT_NAME_ATTRIBUTE, "")
+        action = Action.CONFIRM_JOIN if kind == "participant_joined" else Action.AGENT_LEFT
+        what = "joined" if kind == "participant_joined" else "left"
+        return Decision(action, f"agent participant {what}; agents never trigger dispatches",
+                        agent_name=name, agent_identity=event.participant.identity)
+
+    if kind not in ("room_started", "participant_joined"):
+        return Decision(Action.IGNORE, f"{kind or 'unnamed'} events do not dispatch agents")
+
+    try:
+        metadata = parse_room_metadata(event.room.metadata, max_bytes=settings.max_metadata_bytes)
+    except MetadataError as exc:
+        return Decision(Action.IGNORE, "room metadata is invalid", error=str(exc))
+    if metadata is None:
+        return Decision(Action.IGNORE, "room metadata asks for no agents")
+
+    plan: AgentPlan = metadata
+    if metadata.profile is not None:
+        profile = routing.profiles.get(metadata.profile)
+        if profile is None:
+            return Decision(Action.IGNORE, "room metadata names an unknown profile",
+                            error=f"profile {metadata.profile!r} is not in the routing file")
+        plan = profile.merged_with(metadata)
+
+    planned = _plan(event, plan)
+    if not planned:
+        what = "room_started" if kind == "room_started" else f"a {participant_kind(event.participant)} participant"
+        return Decision(Action.IGNORE, f"no rule applies to {what}")
+    return _screen(planned, settings)
+
+
+def _plan(event: WebhookEvent, plan: AgentPlan) -> list[PlannedDispatch]:
+    room = event.room
+    base = dict(room_sid=room.sid, room_name=room.name, trigger=event.event)
+    # Room agents are planned on every human join as well as on room_started: the
+    # slot claim makes the repeat free of effect, and a dropped room_started
+    # webhook then costs nothing but a later first join.
+    planned = [PlannedDispatch(agent_name=r.name, rule=Rule.AGENTS, rule_metadata=r.metadata, **base)
+               for r in plan.agents]
+    if event.event != "participant_joined":
+        return planned
+    participant = event.participant
+    kind = participant_kind(participant)
+    for rule in plan.on_participant_joined:
+        if kind not in rule.kinds:
+            continue
+        planned.append(PlannedDispatch(
+            agent_name=rule.name, rule=Rule.ON_PARTICIPANT_JOINED, rule_metadata=rule.metadata,
+            participant_identity=participant.identity if rule.per == "participant" else "",
+            triggered_by=participant.identity, **base))
+    return planned
+
+
+def _screen(planned: list[PlannedDispatch], settings: Settings) -> Decision:
+    """Apply the allowlist and the per-room cap, in the order the metadata lists agents."""
+    accepted: list[PlannedDispatch] = []
+    rejected: list[Rejection] = []
+    seen: set[str] = set()
+    for p in planned:
+        if p.slot in seen:
+            continue  # a per-room participant rule naming a room agent: one slot, one agent
+        seen.add(p.slot)
+        if p.agent_name not in settings.allowed_agents:
+            rejected.append(Rejection(p, f"agent {p.agent_name!r} is not in this deployment's allowlist"))
+        elif len(accepted) >= settings.max_agents_per_room:
+            rejected.append(Rejection(p, f"room cap of {settings.max_agents_per_room} agents reached"))
+        else:
+            accepted.append(p)
+    reason = f"{len(accepted)} agent(s) to dispatch" + (f", {len(rejected)} rejected" if rejected else "")
+    return Decision(Action.DISPATCH, reason, tuple(accepted), tuple(rejected))

@@ -1,0 +1,89 @@
+"""The one definition of Switchboard's DynamoDB table.
+
+`switchboard table create` builds the table from TABLE, and a test holds
+template.yaml to the same keys, indexes and TTL attribute. Change it here only.
+
+Layout (single table):
+
+    pk = "ROOM#<room sid>"  sk = "DISPATCH#<agent>"                 a room agent's slot
+    pk = "ROOM#<room sid>"  sk = "DISPATCH#<agent>#P#<identity>"    a per-participant slot
+    pk = "ROOM#<room sid>"  sk = "SESSION"                          the room session's counters
+    pk = "ROOM#<room sid>"  sk = "EVENT#<event id>"                 one received webhook
+
+A room sid names one session of a room, so slots never leak across sessions of
+a reused room name. The indexes answer the review questions:
+
+    by_room   room_name + created_at    "what happened in room X?" (every session)
+    by_day    day + created_at          "what happened in this time window?" across rooms
+    by_agent  agent_name + created_at   "where did the driver agent go?"
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PK = "pk"
+SK = "sk"
+TTL_ATTRIBUTE = "expires_at"
+
+INDEX_BY_ROOM = "by_room"
+INDEX_BY_DAY = "by_day"
+INDEX_BY_AGENT = "by_agent"
+
+_INDEXES: dict[str, tuple[str, str]] = {
+    INDEX_BY_ROOM: ("room_name", "created_at"),
+    INDEX_BY_DAY: ("day", "created_at"),
+    INDEX_BY_AGENT: ("agent_name", "created_at"),
+}
+
+KEY_SCHEMA: list[dict[str, str]] = [
+    {"AttributeName": PK, "KeyType": "HASH"},
+    {"AttributeName": SK, "KeyType": "RANGE"},
+]
+
+ATTRIBUTE_DEFINITIONS: list[dict[str, str]] = [
+    {"AttributeName": name, "AttributeType": "S"}
+    for name in sorted({PK, SK, *(a for pair in _INDEXES.values() for a in pair)})
+]
+
+GLOBAL_SECONDARY_INDEXES: list[dict[str, Any]] = [
+    {
+        "IndexName": index,
+        "KeySchema": [
+            {"AttributeName": hash_key, "KeyType": "HASH"},
+            {"AttributeName": range_key, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+    for index, (hash_key, range_key) in _INDEXES.items()
+]
+
+
+def create_table_request(table_name: str) -> dict[str, Any]:
+    """The CreateTable request for this table, on-demand billing."""
+    return {
+        "TableName": table_name,
+        "KeySchema": KEY_SCHEMA,
+        "AttributeDefinitions": ATTRIBUTE_DEFINITIONS,
+        "GlobalSecondaryIndexes": GLOBAL_SECONDARY_INDEXES,
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
+def room_pk(room_sid: str) -> str:
+    return f"ROOM#{room_sid}"
+
+
+def dispatch_sk(agent_name: str, participant_identity: str = "") -> str:
+    # Agent names are restricted to [A-Za-z0-9_.-], so "#P#" cannot occur inside one;
+    # the identity comes last and may hold anything.
+    if participant_identity:
+        return f"DISPATCH#{agent_name}#P#{participant_identity}"
+    return f"DISPATCH#{agent_name}"
+
+
+SESSION_SK = "SESSION"
+
+
+def event_sk(event_id: str) -> str:
+    return f"EVENT#{event_id}"

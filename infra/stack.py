@@ -1,0 +1,273 @@
+"""Start and stop the local stack: the real livekit-server, DynamoDB Local, the handler.
+
+    python -m infra.stack dev     # everything in the foreground; Ctrl-C stops it all
+
+Tests start the same servers through `Stack`, on their own ports, so a test
+run and `make dev` can run side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+CACHE = INFRA / ".cache"
+LIVEKIT_BIN = CACHE / "bin" / "livekit-server"
+TOXIPROXY_BIN = CACHE / "bin" / "toxiproxy-server"
+DYNAMODB_DIR = CACHE / "dynamodb"
+
+DEV_API_KEY = "devkey"
+DEV_API_SECRET = "secret"
+
+
+@dataclass(frozen=True)
+class Ports:
+    livekit: int = 7880
+    livekit_rtc_tcp: int = 7881
+    livekit_udp_start: int = 50000
+    livekit_udp_end: int = 50200
+    dynamodb: int = 8000
+    handler: int = 8080
+
+    @property
+    def livekit_url(self) -> str:
+        return f"http://127.0.0.1:{self.livekit}"
+
+    @property
+    def dynamodb_url(self) -> str:
+        return f"http://127.0.0.1:{self.dynamodb}"
+
+    @property
+    def handler_url(self) -> str:
+        return f"http://127.0.0.1:{self.handler}"
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+    process: subprocess.Popen | None = None
+
+    def start(self) -> Service:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=self.cwd, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own group, so stop() reaches its children too
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_until(check, service: Service, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"{service.name} exited during start-up:\n{service.log_tail()}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{service.name} not ready after {timeout:g} s:\n{service.log_tail()}")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return response.status == 200
+
+
+def require_fetched() -> None:
+    missing = [p for p in (LIVEKIT_BIN, DYNAMODB_DIR / "lib") if not p.exists()]
+    if missing:
+        raise RuntimeError(f"missing {', '.join(map(str, missing))}: run infra/fetch.sh (make setup)")
+
+
+def aws_env(ports: Ports) -> dict[str, str]:
+    """What the handler and the CLI need to reach DynamoDB Local: only standard AWS variables."""
+    return {
+        "AWS_ENDPOINT_URL_DYNAMODB": ports.dynamodb_url,
+        "AWS_REGION": "us-east-1",
+        # DynamoDB Local accepts any credentials, but botocore insists on some.
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+    }
+
+
+def handler_env(ports: Ports, **overrides: str) -> dict[str, str]:
+    env = aws_env(ports) | {
+        "LIVEKIT_URL": ports.livekit_url,
+        "LIVEKIT_API_KEY": DEV_API_KEY,
+        "LIVEKIT_API_SECRET": DEV_API_SECRET,
+        "SWITCHBOARD_TABLE_NAME": "switchboard-dispatch",
+        "SWITCHBOARD_ALLOWED_AGENTS": "dispatcher,driver,translator,assistant",
+        "SWITCHBOARD_ROUTING_FILE": str(INFRA / "routing.yaml"),
+    }
+    env.update(overrides)
+    return env
+
+
+class Stack:
+    """The local stack's processes; a context manager that stops whatever it started."""
+
+    def __init__(self, ports: Ports = Ports(), run_dir: Path = CACHE / "run" / "dev") -> None:
+        self.ports = ports
+        self.run_dir = run_dir
+        self.services: list[Service] = []
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+
+    def _start(self, service: Service) -> Service:
+        if service.log_path.exists():
+            service.log_path.unlink()
+        self.services.append(service.start())
+        return service
+
+    def start_dynamodb(self) -> Service:
+        require_fetched()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lib = DYNAMODB_DIR / "lib"
+        service = self._start(Service("dynamodb-local", [
+            "java", f"-Djava.library.path={lib}", "-cp", f"{lib}/*",
+            "com.amazonaws.services.dynamodbv2.local.main.ServerRunner",
+            "-inMemory", "-port", str(self.ports.dynamodb)], self.run_dir / "dynamodb.log",
+            cwd=self.run_dir))  # it drops a metadata file in its working directory
+        wait_until(lambda: port_open(self.ports.dynamodb), service)
+        return service
+
+    def livekit_config(self, webhook_urls: list[str], keys: Mapping[str, str] | None = None) -> Path:
+        config = yaml.safe_load((INFRA / "livekit.yaml").read_text())
+        config["port"] = self.ports.livekit
+        config["rtc"].update(tcp_port=self.ports.livekit_rtc_tcp, port_range_start=self.ports.livekit_udp_start,
+                             port_range_end=self.ports.livekit_udp_end)
+        config["webhook"]["urls"] = webhook_urls
+        if keys:
+            config["keys"] = dict(keys)
+        path = self.run_dir / "livekit.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start_livekit(self, webhook_urls: list[str] | None = None, keys: Mapping[str, str] | None = None) -> Service:
+        require_fetched()
+        config = self.livekit_config(webhook_urls or [f"{self.ports.handler_url}/webhook"], keys)
+        service = self._start(Service("livekit-server", [str(LIVEKIT_BIN), "--dev", "--config", str(config)],
+                                      self.run_dir / "livekit.log"))
+        wait_until(lambda: http_ok(self.ports.livekit_url), service)
+        return service
+
+    def create_table(self, env: Mapping[str, str]) -> None:
+        subprocess.run([sys.executable, "-m", "handler.cli", "table", "create"], cwd=ROOT,
+                       env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+
+    def start_handler(self, env: Mapping[str, str], port: int | None = None, name: str = "handler") -> Service:
+        port = port or self.ports.handler
+        service = self._start(Service(name, [
+            sys.executable, "-m", "handler.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            self.run_dir / f"{name}.log", env=env))
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), service)
+        return service
+
+    def start_process(self, name: str, argv: list[str], env: Mapping[str, str]) -> Service:
+        return self._start(Service(name, argv, self.run_dir / f"{name}.log", env=env))
+
+
+@contextlib.contextmanager
+def dev_stack(ports: Ports = Ports()) -> Iterator[Stack]:
+    with Stack(ports) as stack:
+        env = handler_env(ports)
+        stack.start_dynamodb()
+        stack.create_table(env)
+        stack.start_handler(env)
+        stack.start_livekit()
+        yield stack
+
+
+def dev() -> int:
+    ports = Ports()
+    busy = [p for p in (ports.livekit, ports.dynamodb, ports.handler) if port_open(p)]
+    if busy:
+        print(f"ports {busy} are already in use: is another `make dev` running?", file=sys.stderr)
+        return 1
+    with dev_stack(ports) as stack:
+        print(f"""
+Switchboard local stack is up (logs in {stack.run_dir.relative_to(ROOT)}/):
+  livekit-server  {ports.livekit_url}   (--dev: key devkey, secret secret)
+  DynamoDB Local  {ports.dynamodb_url}   (table switchboard-dispatch)
+  handler         {ports.handler_url}/webhook
+
+Create a room that gets agents:
+  uv run python -m infra.room drill-1 '{{"profile": "drill"}}'
+Then read what happened:
+  {' '.join(f'{k}={v}' for k, v in aws_env(ports).items())} \\
+    uv run switchboard explain --room drill-1
+
+Ctrl-C stops everything.""", flush=True)
+        try:
+            while all(s.alive() for s in stack.services):
+                time.sleep(0.5)
+            dead = [s for s in stack.services if not s.alive()]
+            for s in dead:
+                print(f"{s.name} exited:\n{s.log_tail()}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("stopping…")
+            return 0
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else "dev"
+    if command != "dev":
+        print("usage: python -m infra.stack dev", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(dev())
