@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # several LiveKit projects feeding one deployment: "key1:secret1,key2:secret2"
     # or a JSON object {"key1": "secret1"}.
     webhook_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
+    # Deployed: a Secrets Manager secret holding the three variables above as JSON,
+    # read once at start-up (aws_secrets.py). The environment still wins over it.
+    livekit_secret_arn: str | None = None
 
     # --- DynamoDB. The endpoint comes from botocore's own AWS_ENDPOINT_URL_DYNAMODB.
     table_name: str = "switchboard-dispatch"
@@ -71,6 +74,15 @@ class Settings(BaseSettings):
     # A body trickling in slower than this holds the room's queue: answer 408.
     body_read_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from .aws_secrets import SecretSettingsSource
+
+        return init_settings, env_settings, dotenv_settings, SecretSettingsSource(settings_cls), file_secret_settings
 
     @field_validator("webhook_keys", mode="before")
     @classmethod

@@ -1,0 +1,50 @@
+"""A minimal livekit-agents worker for tests: registers one agent name, joins when dispatched, stays silent.
+
+    TEST_AGENT_NAME=driver python tests/agents/test_agent.py
+
+It makes JOINED observable for real: LiveKit sends the handler the agent's own
+participant_joined webhook (kind AGENT, attribute lk.agent_name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+
+from livekit.agents import AgentServer, JobContext, JobExecutorType
+
+logging.basicConfig(level=logging.INFO)
+
+server = AgentServer(
+    # Threads, no pre-warmed processes and no load shedding: many jobs on a 2-core machine.
+    job_executor_type=JobExecutorType.THREAD,
+    num_idle_processes=0,
+    load_threshold=math.inf,
+    port=0,
+)
+
+
+@server.rtc_session(agent_name=os.environ["TEST_AGENT_NAME"])
+async def entrypoint(ctx: JobContext) -> None:
+    await ctx.connect()
+    done = asyncio.Event()
+    ctx.room.on("disconnected", lambda *_: done.set())
+    await done.wait()
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    run = asyncio.create_task(server.run())
+    await stop.wait()
+    await server.aclose()
+    run.cancel()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

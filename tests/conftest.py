@@ -1,0 +1,87 @@
+"""Shared fixtures: the real local stack, started once per test session.
+
+livekit-server, DynamoDB Local and the handler run as real processes on test
+ports (so `make dev` can run alongside), started through infra/stack.py: the
+same code `make dev` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, Ports, Stack, aws_env, handler_env
+
+TEST_PORTS = Ports(livekit=17880, livekit_rtc_tcp=17881, livekit_udp_start=51000, livekit_udp_end=51200,
+                   dynamodb=18000, handler=18080)
+SECOND_HANDLER_PORT = 18081
+# A second signing key the handler accepts beside LiveKit's devkey (rotation, or a second project).
+SECOND_KEY, SECOND_SECRET = "rotatedkey", "a-second-secret-that-is-long-enough-for-hs256"
+TEST_AGENT = Path(__file__).parent / "agents" / "test_agent.py"
+
+
+@dataclass
+class LocalStack:
+    stack: Stack
+    ports: Ports
+    env: dict[str, str]
+
+    @property
+    def livekit_url(self) -> str:
+        return self.ports.livekit_url
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.ports.handler_url}/webhook"
+
+    def start_handler(self, port: int, name: str, **overrides: str):
+        return self.stack.start_handler(self.env | overrides, port=port, name=name)
+
+    def start_test_agent(self, agent_name: str, name: str | None = None):
+        """A livekit-agents worker registered as `agent_name` that joins and stays silent."""
+        env = {"LIVEKIT_URL": self.livekit_url.replace("http", "ws"), "LIVEKIT_API_KEY": DEV_API_KEY,
+               "LIVEKIT_API_SECRET": DEV_API_SECRET, "TEST_AGENT_NAME": agent_name}
+        service = self.stack.start_process(name or f"agent-{agent_name}", [sys.executable, str(TEST_AGENT)], env)
+        return service
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    env = handler_env(TEST_PORTS, SWITCHBOARD_WEBHOOK_KEYS=f"{SECOND_KEY}:{SECOND_SECRET}",
+                      SWITCHBOARD_CLAIM_LEASE_SECONDS="10")
+    with Stack(TEST_PORTS, run_dir=CACHE / "run" / "test") as stack:
+        stack.start_dynamodb()
+        stack.create_table(env)
+        stack.start_handler(env)
+        stack.start_livekit()
+        yield LocalStack(stack, TEST_PORTS, env)
+
+
+@pytest.fixture(scope="session")
+def aws(local_stack: LocalStack) -> Iterator[dict[str, str]]:
+    """Point this process's AWS clients (the CLI, DynamoStore) at DynamoDB Local."""
+    env = aws_env(local_stack.ports)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def room_name() -> str:
+    return f"room-{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,51 @@
+"""Small helpers for tests that talk to the real local livekit-server and read the real log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from livekit import api
+
+from infra.stack import DEV_API_KEY, DEV_API_SECRET, ROOT
+
+
+def lk_api(url: str) -> api.LiveKitAPI:
+    return api.LiveKitAPI(url, DEV_API_KEY, DEV_API_SECRET)
+
+
+async def named_dispatches(lk: api.LiveKitAPI, room: str) -> list[Any]:
+    """The room's dispatches, without the unnamed default one LiveKit creates with every room."""
+    return [d for d in await lk.agent_dispatch.list_dispatch(room) if d.agent_name]
+
+
+def switchboard(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "handler.cli", *args], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def log_json(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    done = switchboard("logs", "--json", *args, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30, interval: float = 0.25) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout:g} s; last value: {last!r}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,126 @@
+import json
+
+from google.protobuf.json_format import ParseDict
+from livekit.protocol.webhook import WebhookEvent
+
+from handler.contract import Routing
+from handler.policy import Action, Rule, decide
+from handler.settings import Settings
+from tests.webhooks import event, participant
+
+ROUTING = Routing.model_validate({"profiles": {"drill": {"agents": [
+    {"name": "dispatcher", "metadata": {"persona": "Tim"}}, {"name": "driver"}]}}})
+SETTINGS = Settings(allowed_agents=frozenset({"dispatcher", "driver", "translator", "assistant"}),
+                    max_agents_per_room=8)
+
+
+def ev(kind, metadata=None, who=None, **kw):
+    return ParseDict(event(kind, "room-a", "RM_a", metadata, participant=who, **kw), WebhookEvent())
+
+
+def slots(decision):
+    return [p.slot for p in decision.planned]
+
+
+def test_room_started_dispatches_the_room_agents():
+    d = decide(ev("room_started", {"agents": [{"name": "dispatcher"}, {"name": "driver"}]}), ROUTING, SETTINGS)
+    assert d.action is Action.DISPATCH
+    assert slots(d) == ["DISPATCH#dispatcher", "DISPATCH#driver"]
+    assert {p.trigger for p in d.planned} == {"room_started"}
+
+
+def test_a_human_join_also_plans_the_room_agents_in_case_room_started_was_missed():
+    d = decide(ev("participant_joined", {"agents": [{"name": "driver"}]}, participant("alice")), ROUTING, SETTINGS)
+    assert slots(d) == ["DISPATCH#driver"]
+    assert d.planned[0].trigger == "participant_joined" and d.planned[0].rule is Rule.AGENTS
+
+
+def test_per_participant_rules_get_one_slot_per_identity():
+    meta = {"on_participant_joined": [{"name": "translator", "per": "participant"}]}
+    a = decide(ev("participant_joined", meta, participant("alice")), ROUTING, SETTINGS)
+    b = decide(ev("participant_joined", meta, participant("bob", "sip")), ROUTING, SETTINGS)
+    assert slots(a) == ["DISPATCH#translator#P#alice"]
+    assert slots(b) == ["DISPATCH#translator#P#bob"]
+
+
+def test_per_room_rules_share_one_slot_whoever_joins():
+    meta = {"on_participant_joined": [{"name": "assistant", "per": "room"}]}
+    a = decide(ev("participant_joined", meta, participant("alice")), ROUTING, SETTINGS)
+    b = decide(ev("participant_joined", meta, participant("bob")), ROUTING, SETTINGS)
+    assert slots(a) == slots(b) == ["DISPATCH#assistant"]
+    assert json.loads(a.planned[0].job_metadata())["participant_identity"] == "alice"
+
+
+def test_participant_rules_fire_only_for_their_kinds():
+    meta = {"on_participant_joined": [{"name": "translator", "kinds": ["sip"]}]}
+    d = decide(ev("participant_joined", meta, participant("alice", "standard")), ROUTING, SETTINGS)
+    assert d.action is Action.IGNORE and "no rule applies" in d.reason
+    d = decide(ev("participant_joined", meta, participant("phone", "sip")), ROUTING, SETTINGS)
+    assert slots(d) == ["DISPATCH#translator#P#phone"]
+
+
+def test_an_agent_joining_never_dispatches_it_confirms():
+    meta = {"agents": [{"name": "driver"}], "on_participant_joined": [
+        {"name": "translator", "kinds": ["standard", "sip", "ingress"]}]}
+    d = decide(ev("participant_joined", meta, participant("agent-1", "agent", {"lk.agent_name": "driver"})),
+               ROUTING, SETTINGS)
+    assert d.action is Action.CONFIRM_JOIN and not d.planned
+    assert (d.agent_name, d.agent_identity) == ("driver", "agent-1")
+
+
+def test_names_outside_the_allowlist_are_rejected_with_the_reason():
+    d = decide(ev("room_started", {"agents": [{"name": "driver"}, {"name": "rogue"}]}), ROUTING, SETTINGS)
+    assert slots(d) == ["DISPATCH#driver"]
+    assert [(r.planned.agent_name, r.reason) for r in d.rejected] == [
+        ("rogue", "agent 'rogue' is not in this deployment's allowlist")]
+
+
+def test_the_cap_keeps_the_first_agents_in_metadata_order():
+    capped = SETTINGS.model_copy(update={"max_agents_per_room": 2, "allowed_agents": frozenset("abcd")})
+    d = decide(ev("room_started", {"agents": [{"name": n} for n in "abcd"]}), ROUTING, capped)
+    assert [p.agent_name for p in d.planned] == ["a", "b"]
+    assert [r.reason for r in d.rejected] == ["room cap of 2 agents reached"] * 2
+
+
+def test_malformed_metadata_is_a_recorded_decision_not_an_error():
+    d = decide(ev("room_started", '{"agents": [{"name": "x y"}]}'), ROUTING, SETTINGS)
+    assert d.action is Action.IGNORE and d.reason == "room metadata is invalid"
+    assert "String should match pattern" in d.error
+    assert d.summary()["error"] == d.error
+
+
+def test_absent_metadata_means_no_agents():
+    d = decide(ev("room_started", None), ROUTING, SETTINGS)
+    assert d.action is Action.IGNORE and d.reason == "room metadata asks for no agents"
+
+
+def test_a_profile_expands_and_explicit_agents_are_added():
+    d = decide(ev("room_started", {"profile": "drill", "agents": [{"name": "translator"}]}), ROUTING, SETTINGS)
+    assert slots(d) == ["DISPATCH#dispatcher", "DISPATCH#driver", "DISPATCH#translator"]
+    assert json.loads(d.planned[0].job_metadata())["persona"] == "Tim"
+
+
+def test_an_unknown_profile_is_recorded():
+    d = decide(ev("room_started", {"profile": "nope"}), ROUTING, SETTINGS)
+    assert d.action is Action.IGNORE and "'nope'" in d.error
+
+
+def test_job_metadata_carries_the_rule_metadata_room_and_trigger():
+    meta = {"on_participant_joined": [{"name": "translator", "metadata": {"lang": "fr"}}]}
+    d = decide(ev("participant_joined", meta, participant("alice")), ROUTING, SETTINGS)
+    job = json.loads(d.planned[0].job_metadata())
+    assert job == {"lang": "fr", "room_name": "room-a", "room_sid": "RM_a", "trigger": "participant_joined",
+                   "rule": "on_participant_joined", "participant_identity": "alice",
+                   "switchboard_slot": "DISPATCH#translator#P#alice"}
+
+
+def test_room_finished_ends_and_other_events_are_ignored():
+    assert decide(ev("room_finished"), ROUTING, SETTINGS).action is Action.END_ROOM
+    d = decide(ev("track_published", {"agents": [{"name": "driver"}]}), ROUTING, SETTINGS)
+    assert d.action is Action.IGNORE and "track_published" in d.reason
+
+
+def test_identities_with_control_characters_stay_in_their_own_slot():
+    meta = {"on_participant_joined": [{"name": "translator"}]}
+    d = decide(ev("participant_joined", meta, participant("ali\x00ce\n#P#x")), ROUTING, SETTINGS)
+    assert slots(d) == ["DISPATCH#translator#P#ali\x00ce\n#P#x"]
