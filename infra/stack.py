@@ -69,23 +69,30 @@ class Service:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv, cwd=self.cwd, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)  # its own group, so stop() reaches its children too
+            start_new_session=True,  # its own group, so stop() reaches its children too
+            preexec_fn=_die_with_parent)
         return self
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 10) -> None:
-        if not self.alive():
-            return
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.process is not None
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+                os.killpg(self.process.pid, signum)
+
+    def stop(self, timeout: float = 10) -> None:
+        self.signal(signal.SIGTERM)
+        self.wait_or_kill(time.monotonic() + timeout)
+
+    def wait_or_kill(self, deadline: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
             self.process.wait(5)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -93,6 +100,14 @@ class Service:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+def _die_with_parent() -> None:
+    # A killed test run or `make dev` must not leave servers holding its ports.
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -162,16 +177,35 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def stop(self) -> None:
-        for service in reversed(self.services):
-            service.stop()
+    def stop(self, timeout: float = 10) -> None:
+        # All at once: livekit-server alone can take seconds to drain on SIGTERM.
+        for service in self.services:
+            service.signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for service in self.services:
+            service.wait_or_kill(deadline)
         self.services.clear()
 
     def _start(self, service: Service) -> Service:
+        # Another stack on the same ports would answer our readiness checks and
+        # silently take our traffic: refuse to start on top of it.
+        argv = " ".join(service.argv)
+        for port in self._ports_of(argv):
+            if port_open(port):
+                raise RuntimeError(f"{service.name}: port {port} is already in use (another stack running?)")
         if service.log_path.exists():
             service.log_path.unlink()
         self.services.append(service.start())
         return service
+
+    def _ports_of(self, argv: str) -> list[int]:
+        if "DynamoDBLocal" in argv or "ServerRunner" in argv:
+            return [self.ports.dynamodb]
+        if "livekit-server" in argv:
+            return [self.ports.livekit, self.ports.livekit_rtc_tcp]
+        if "handler.cli serve" in argv:
+            return [int(argv.rsplit("--port", 1)[1].split()[0])]
+        return []
 
     def start_dynamodb(self) -> Service:
         require_fetched()
@@ -239,6 +273,8 @@ def dev() -> int:
     if busy:
         print(f"ports {busy} are already in use: is another `make dev` running?", file=sys.stderr)
         return 1
+    # `kill` and `timeout` send SIGTERM: stop the stack as cleanly as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with dev_stack(ports) as stack:
         print(f"""
 Switchboard local stack is up (logs in {stack.run_dir.relative_to(ROOT)}/):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, Ports, Stack, aws_env, handler_env
+from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, Ports, Stack, aws_env, handler_env, wait_until
 
 TEST_PORTS = Ports(livekit=17880, livekit_rtc_tcp=17881, livekit_udp_start=51000, livekit_udp_end=51200,
                    dynamodb=18000, handler=18080)
@@ -48,6 +48,8 @@ class LocalStack:
         env = {"LIVEKIT_URL": self.livekit_url.replace("http", "ws"), "LIVEKIT_API_KEY": DEV_API_KEY,
                "LIVEKIT_API_SECRET": DEV_API_SECRET, "TEST_AGENT_NAME": agent_name}
         service = self.stack.start_process(name or f"agent-{agent_name}", [sys.executable, str(TEST_AGENT)], env)
+        # A dispatch made before the worker registers is silently lost: wait for it.
+        wait_until(lambda: "registered worker" in service.log_tail(200), service, timeout=60)
         return service
 
 
