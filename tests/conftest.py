@@ -18,12 +18,16 @@ import pytest
 
 from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, Ports, Stack, aws_env, handler_env, wait_until
 
-TEST_PORTS = Ports(livekit=17880, livekit_rtc_tcp=17881, livekit_udp_start=51000, livekit_udp_end=51200,
-                   dynamodb=18000, handler=18080)
-SECOND_HANDLER_PORT = 18081
+# Shift every port to run two test sessions side by side on one machine.
+_OFFSET = int(os.environ.get("SWITCHBOARD_TEST_PORT_OFFSET", "0"))
+TEST_PORTS = Ports(livekit=17880 + _OFFSET, livekit_rtc_tcp=17881 + _OFFSET,
+                   livekit_udp_start=51000 + _OFFSET * 3, livekit_udp_end=51200 + _OFFSET * 3,
+                   dynamodb=18000 + _OFFSET, handler=18080 + _OFFSET)
+SECOND_HANDLER_PORT = 18081 + _OFFSET
+SPARE_HANDLER_PORTS = (18082 + _OFFSET, 18083 + _OFFSET)
 # A second signing key the handler accepts beside LiveKit's devkey (rotation, or a second project).
 SECOND_KEY, SECOND_SECRET = "rotatedkey", "a-second-secret-that-is-long-enough-for-hs256"
-TEST_AGENT = Path(__file__).parent / "agents" / "test_agent.py"
+TEST_AGENT = Path(__file__).parent / "agents" / "silent_agent.py"
 
 
 @dataclass
@@ -62,7 +66,7 @@ def anyio_backend() -> str:
 def local_stack() -> Iterator[LocalStack]:
     env = handler_env(TEST_PORTS, SWITCHBOARD_WEBHOOK_KEYS=f"{SECOND_KEY}:{SECOND_SECRET}",
                       SWITCHBOARD_CLAIM_LEASE_SECONDS="10")
-    with Stack(TEST_PORTS, run_dir=CACHE / "run" / "test") as stack:
+    with Stack(TEST_PORTS, run_dir=CACHE / "run" / f"test-{_OFFSET}") as stack:
         stack.start_dynamodb()
         stack.create_table(env)
         stack.start_handler(env)

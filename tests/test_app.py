@@ -12,7 +12,7 @@ from livekit import api
 from handler.app import create_app
 from handler.settings import Settings
 from infra.stack import port_open
-from tests.conftest import SECOND_KEY, SECOND_SECRET
+from tests.conftest import SECOND_KEY, SECOND_SECRET, SPARE_HANDLER_PORTS
 from tests.livekit_helpers import lk_api, log_json, named_dispatches
 from tests.webhooks import event, signed_request
 
@@ -179,9 +179,10 @@ def free_port() -> int:
 async def test_503_with_retry_after_when_dynamodb_is_down(local_stack, aws, room):
     dead = free_port()
     assert not port_open(dead)
-    local_stack.start_handler(18082, "handler-no-dynamodb", AWS_ENDPOINT_URL_DYNAMODB=f"http://127.0.0.1:{dead}")
+    port = SPARE_HANDLER_PORTS[0]
+    local_stack.start_handler(port, "handler-no-dynamodb", AWS_ENDPOINT_URL_DYNAMODB=f"http://127.0.0.1:{dead}")
     body, headers = signed_request(drill_event(room))
-    response = post("http://127.0.0.1:18082/webhook", body, headers)
+    response = post(f"http://127.0.0.1:{port}/webhook", body, headers)
     assert response.status_code == 503
     assert response.headers["Retry-After"].isdigit()
     assert "dispatch log unavailable" in response.json()["error"]
@@ -190,9 +191,10 @@ async def test_503_with_retry_after_when_dynamodb_is_down(local_stack, aws, room
 
 async def test_503_when_livekit_is_down_then_the_redelivery_dispatches_once(local_stack, aws, room):
     dead = free_port()
-    local_stack.start_handler(18083, "handler-no-livekit", LIVEKIT_URL=f"http://127.0.0.1:{dead}")
+    port = SPARE_HANDLER_PORTS[1]
+    local_stack.start_handler(port, "handler-no-livekit", LIVEKIT_URL=f"http://127.0.0.1:{dead}")
     body, headers = signed_request(drill_event(room))
-    response = post("http://127.0.0.1:18083/webhook", body, headers)
+    response = post(f"http://127.0.0.1:{port}/webhook", body, headers)
     assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
     [record] = log_json(aws, "--room", room.name)
     assert record["status"] == "FAILED" and "unreachable" in record["error"]

@@ -1,6 +1,6 @@
 """A minimal livekit-agents worker for tests: registers one agent name, joins when dispatched, stays silent.
 
-    TEST_AGENT_NAME=driver python tests/agents/test_agent.py
+    TEST_AGENT_NAME=driver python tests/agents/silent_agent.py
 
 It makes JOINED observable for real: LiveKit sends the handler the agent's own
 participant_joined webhook (kind AGENT, attribute lk.agent_name).
