@@ -27,7 +27,7 @@ from .claims import DispatchStore, StoreUnavailable
 from .contract import Routing
 from .dispatcher import LiveKitDispatcher
 from .observability import configure_logging, correlation_id
-from .pipeline import Pipeline
+from .pipeline import Pipeline, open_pipeline
 from .settings import Settings
 from .verify import (
     BodyTimeout,
@@ -67,22 +67,15 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
                dispatcher: LiveKitDispatcher | None = None) -> Starlette:
     """The webhook app. Without a store, it opens DynamoDB itself for its lifetime."""
     settings = settings or Settings()
+    # Loaded now, so a broken routing file fails at start-up, not on the first webhook.
     routing = Routing.load(settings.routing_file)
     verifier = WebhookVerifier(settings.signing_keys)
     state: dict[str, Pipeline] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            active_store = store
-            if active_store is None:
-                from .dynamo import DynamoStore
-
-                active_store = await stack.enter_async_context(DynamoStore.open(settings))
-            active_dispatcher = dispatcher or LiveKitDispatcher(settings)
-            if dispatcher is None:
-                stack.push_async_callback(active_dispatcher.aclose)
-            state["pipeline"] = Pipeline(settings, active_store, active_dispatcher, routing)
+        async with open_pipeline(settings, routing=routing, store=store, livekit=dispatcher) as pipeline:
+            state["pipeline"] = pipeline
             log.info("switchboard ready", extra={"table": settings.table_name, "signing_keys": verifier.key_ids,
                                                  "allowed_agents": sorted(settings.allowed_agents)})
             yield

@@ -48,11 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--since", type=parse_duration, default=parse_duration("7d"))
     explain.add_argument("--json", action="store_true")
 
+    sweep = commands.add_parser("sweep", help="re-dispatch unconfirmed agents, reconcile active rooms")
+    sweep.add_argument("--every", type=parse_duration, help="repeat forever at this interval, e.g. 5s")
+    sweep.add_argument("--json", action="store_true")
+
     args = parser.parse_args(argv)
     settings = Settings()
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
-    command = {"table": _table_create, "logs": _logs, "explain": _explain}[args.command]
+    command = {"table": _table_create, "logs": _logs, "explain": _explain, "sweep": _sweep}[args.command]
     try:
         return asyncio.run(command(settings, args))
     except StoreUnavailable as exc:
@@ -87,6 +91,24 @@ async def _table_create(settings: Settings, args: argparse.Namespace) -> int:
         await db.update_time_to_live(TableName=settings.table_name, TimeToLiveSpecification={
             "Enabled": True, "AttributeName": TTL_ATTRIBUTE})
     return 0
+
+
+async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from .observability import configure_logging
+    from .pipeline import open_pipeline
+    from .sweeper import Sweeper
+
+    if not args.json:
+        configure_logging(settings.log_level)
+    async with open_pipeline(settings) as pipeline:
+        sweeper = Sweeper(pipeline)
+        while True:
+            report = await sweeper.sweep()
+            if args.json:
+                print(json.dumps(report.as_dict()), flush=True)
+            if not args.every:
+                return 1 if report.errors else 0
+            await asyncio.sleep(args.every)
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,24 @@ class LiveKitDispatcher:
         dispatch = await self._call(self._client().agent_dispatch.create_dispatch(request))
         return dispatch.id
 
+    async def delete(self, dispatch_id: str, room_name: str) -> None:
+        """Delete a dispatch; one that is already gone (with its room) is not an error."""
+        try:
+            await self._call(self._client().agent_dispatch.delete_dispatch(dispatch_id, room_name))
+        except LiveKitRejected:
+            pass
+
+    async def participants(self, room_name: str) -> list[Any]:
+        from livekit.protocol.room import ListParticipantsRequest
+
+        response = await self._call(self._client().room.list_participants(ListParticipantsRequest(room=room_name)))
+        return list(response.participants)
+
+    async def rooms(self) -> list[Any]:
+        from livekit.protocol.room import ListRoomsRequest
+
+        return list((await self._call(self._client().room.list_rooms(ListRoomsRequest()))).rooms)
+
     async def list(self, room_name: str) -> list[Any]:
         return list(await self._call(self._client().agent_dispatch.list_dispatch(room_name)))
 

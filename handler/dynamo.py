@@ -29,10 +29,21 @@ from .claims import (
 )
 from .policy import PlannedDispatch
 from .settings import Settings
-from .table import INDEX_BY_AGENT, INDEX_BY_DAY, INDEX_BY_ROOM, PK, SESSION_SK, SK, TTL_ATTRIBUTE, room_pk
+from .table import (
+    INDEX_BY_AGENT,
+    INDEX_BY_DAY,
+    INDEX_BY_PENDING,
+    INDEX_BY_ROOM,
+    PENDING_ATTRIBUTE,
+    PK,
+    SESSION_SK,
+    SK,
+    TTL_ATTRIBUTE,
+    room_pk,
+)
 
 # GSI key attributes may not hold empty strings: leave them out instead.
-_INDEX_KEYS = ("room_name", "agent_name", "day", "created_at")
+_INDEX_KEYS = ("room_name", "agent_name", "day", "created_at", PENDING_ATTRIBUTE, "updated_at")
 
 
 def iso(ts: float) -> str:
@@ -153,6 +164,36 @@ class DynamoStore:
         out.sort(key=lambda r: r.get("created_at", ""), reverse=True)
         return out[:limit]
 
+    async def pending(self, days: int = 2) -> list[dict[str, Any]]:
+        """Every slot not yet settled that became pending in the last `days` days: the sweeper's list."""
+        out: list[dict[str, Any]] = []
+        now = self._clock()
+        for day in _days_since(now - (days - 1) * 86400, now):
+            out += await self._query_all(
+                IndexName=INDEX_BY_PENDING, KeyConditionExpression="#p = :day",
+                ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE}, ExpressionAttributeValues=_values(day=day))
+        return out
+
+    async def settle_failed(self, record: dict[str, Any], error: str) -> bool:
+        """A DISPATCHED slot whose agent never came, with no attempts left: FAILED, for good."""
+        now = iso(self._clock())
+        try:
+            await self._db.update_item(
+                TableName=self._table,
+                Key=to_item({PK: record[PK], SK: record[SK]}),
+                UpdateExpression=f"SET #status = :failed, #error = :error, failed_at = :now, updated_at = :now, "
+                                 f"retryable = :no REMOVE {PENDING_ATTRIBUTE}, lease_expires_at",
+                ConditionExpression="#status = :old AND #owner = :owner",
+                ExpressionAttributeNames={"#status": "status", "#error": "error", "#owner": "owner"},
+                ExpressionAttributeValues=_values(failed=Status.FAILED.value, error=error[:2000], now=now, no=False,
+                                                  old=record.get("status", ""), owner=record.get("owner", "")),
+            )
+        except Exception as exc:
+            if _condition_failed(exc):
+                return False
+            raise _unavailable(exc) from exc
+        return True
+
     async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
         """Every event and dispatch record of a room name, oldest first."""
         items = await self._query_all(
@@ -164,14 +205,19 @@ class DynamoStore:
 
     # --- the claim state machine --------------------------------------------
 
-    async def claim(self, planned: PlannedDispatch, event_id: str,
-                    existing: dict[str, Any] | None) -> Claim:
+    async def claim(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any] | None,
+                    *, redispatch: str | None = None) -> Claim:
+        """Own the slot, or raise the ClaimError that says why not.
+
+        `redispatch` (the reason) also takes over a DISPATCHED or JOINED slot: the
+        sweeper's way to replace a dispatch whose agent never came or left.
+        """
         # Bounded: each turn either wins, raises, or saw the slot change under it.
         for _ in range(5):
             if existing is None:
                 claim, existing = await self._claim_new(planned, event_id)
             else:
-                claim, existing = await self._take_over(planned, event_id, existing)
+                claim, existing = await self._take_over(planned, event_id, existing, redispatch)
             if claim is not None:
                 return claim
         raise ClaimInProgress(planned.slot, existing, "the slot kept changing under concurrent claims")
@@ -185,6 +231,7 @@ class DynamoStore:
             "lease_expires_at": now + self._settings.claim_lease_seconds,
             "claimed_at": iso(now),
             "job_metadata": planned.job_metadata(),
+            PENDING_ATTRIBUTE: iso(now)[:10],
         }
         try:
             await self._db.transact_write_items(TransactItems=[
@@ -220,11 +267,11 @@ class DynamoStore:
             return None, (await self.load_slots(planned.room_sid)).get(planned.slot)
         return Claim(planned, owner, attempt=1, takeover=False), None
 
-    async def _take_over(self, planned: PlannedDispatch, event_id: str,
-                         existing: dict[str, Any]) -> tuple[Claim | None, dict | None]:
+    async def _take_over(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any],
+                         redispatch: str | None) -> tuple[Claim | None, dict | None]:
         status = existing.get("status")
         now = self._clock()
-        if status in DONE:
+        if status in DONE and not (redispatch and status in (Status.DISPATCHED, Status.JOINED)):
             raise SlotAlreadyDispatched(planned.slot, existing)
         if status == Status.REJECTED:
             raise SlotClosed(planned.slot, existing, f"rejected: {existing.get('reason', '')}")
@@ -241,15 +288,18 @@ class DynamoStore:
                 Key=to_item({PK: existing[PK], SK: existing[SK]}),
                 UpdateExpression="SET #status = :claimed, #owner = :owner, lease_expires_at = :lease, "
                                  "attempts = :attempts, claimed_at = :now, updated_at = :now, event_id = :event, "
-                                 "#trigger = :trigger, job_metadata = :job REMOVE retryable",
+                                 "#trigger = :trigger, job_metadata = :job, #pending = :day"
+                                 + (", redispatch_reason = :why" if redispatch else "") + " REMOVE retryable",
                 # Optimistic: only if nobody moved the slot since we read it.
                 ConditionExpression="#status = :old_status AND #owner = :old_owner",
-                ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger"},
+                ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger",
+                                          "#pending": PENDING_ATTRIBUTE},
                 ExpressionAttributeValues=_values(
                     claimed=Status.CLAIMED.value, owner=owner, attempts=attempts + 1,
                     lease=now + self._settings.claim_lease_seconds, now=iso(now), event=event_id,
-                    trigger=planned.trigger, job=planned.job_metadata(),
-                    old_status=status, old_owner=existing.get("owner", "")),
+                    trigger=planned.trigger, job=planned.job_metadata(), day=iso(now)[:10],
+                    old_status=status, old_owner=existing.get("owner", ""),
+                    **({"why": redispatch} if redispatch else {})),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except Exception as exc:
@@ -266,16 +316,21 @@ class DynamoStore:
 
     async def mark_failed(self, claim: Claim, error: str, *, retryable: bool) -> None:
         now = iso(self._clock())
-        await self._owner_update(claim, Status.FAILED, dict(error=error[:2000], failed_at=now, retryable=retryable))
+        retryable = retryable and claim.attempt < self._settings.max_dispatch_attempts
+        # A final failure leaves the sweeper's work list; a retryable one stays on it.
+        await self._owner_update(claim, Status.FAILED, dict(error=error[:2000], failed_at=now, retryable=retryable),
+                                 remove=() if retryable else (PENDING_ATTRIBUTE,))
 
-    async def _owner_update(self, claim: Claim, status: Status, fields: dict[str, Any]) -> None:
+    async def _owner_update(self, claim: Claim, status: Status, fields: dict[str, Any],
+                            remove: tuple[str, ...] = ()) -> None:
         fields = fields | {"status": status.value, "updated_at": iso(self._clock())}
         names = {f"#{k}": k for k in fields}
         try:
             await self._db.update_item(
                 TableName=self._table,
                 Key=to_item({PK: room_pk(claim.planned.room_sid), SK: claim.planned.slot}),
-                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields) + " REMOVE lease_expires_at",
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+                + " REMOVE " + ", ".join(("lease_expires_at", *remove)),
                 ConditionExpression="#owner = :me AND #status = :claimed",
                 ExpressionAttributeNames=names | {"#owner": "owner"},
                 ExpressionAttributeValues=_values(**fields, me=claim.owner, claimed=Status.CLAIMED.value),
@@ -304,7 +359,8 @@ class DynamoStore:
             await self._db.update_item(
                 TableName=self._table,
                 Key=to_item({PK: room_pk(room_sid), SK: slot}),
-                UpdateExpression="SET #status = :joined, joined_at = :now, updated_at = :now, agent_identity = :ident",
+                UpdateExpression="SET #status = :joined, joined_at = :now, updated_at = :now, agent_identity = :ident "
+                                 f"REMOVE {PENDING_ATTRIBUTE}, lease_expires_at",
                 ConditionExpression="#status IN (:claimed, :dispatched)",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
@@ -326,7 +382,8 @@ class DynamoStore:
                 await self._db.update_item(
                     TableName=self._table,
                     Key=to_item({PK: room_pk(room_sid), SK: slot}),
-                    UpdateExpression="SET #status = :ended, ended_at = :now, updated_at = :now REMOVE lease_expires_at",
+                    UpdateExpression="SET #status = :ended, ended_at = :now, updated_at = :now "
+                                     f"REMOVE lease_expires_at, {PENDING_ATTRIBUTE}",
                     ConditionExpression="#status IN (:claimed, :dispatched, :joined)",
                     ExpressionAttributeNames={"#status": "status"},
                     ExpressionAttributeValues=_values(ended=Status.ENDED.value, now=now, **{

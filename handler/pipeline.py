@@ -8,12 +8,15 @@ webhook's answer is: `Outcome.retry` means "LiveKit, send this again".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from livekit.protocol.models import DisconnectReason, ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
 from .claims import (
@@ -28,11 +31,17 @@ from .claims import (
 from .contract import Routing
 from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
 from .observability import Metrics
-from .policy import Action, Decision, PlannedDispatch, decide, participant_kind
+from .policy import Action, Decision, PlannedDispatch, Rule, decide, participant_kind, planned_from_record
 from .settings import Settings
 from .table import event_sk, room_pk
 
 log = logging.getLogger("switchboard")
+
+# An agent that leaves for one of these reasons meant to, or the room is going away.
+INTENDED_LEAVES = frozenset({
+    DisconnectReason.CLIENT_INITIATED, DisconnectReason.ROOM_DELETED, DisconnectReason.ROOM_CLOSED,
+    DisconnectReason.PARTICIPANT_REMOVED, DisconnectReason.DUPLICATE_IDENTITY,
+})
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,21 @@ def event_id_of(event: WebhookEvent) -> str:
     return event.id or "noid-" + hashlib.sha256(event.SerializeToString(deterministic=True)).hexdigest()[:24]
 
 
+@contextlib.asynccontextmanager
+async def open_pipeline(settings: Settings, *, routing: Routing | None = None, store: DispatchStore | None = None,
+                        livekit: LiveKitDispatcher | None = None) -> AsyncIterator[Pipeline]:
+    """A Pipeline with its DynamoDB client and LiveKit session open for the block's lifetime."""
+    async with contextlib.AsyncExitStack() as stack:
+        if store is None:
+            from .dynamo import DynamoStore
+
+            store = await stack.enter_async_context(DynamoStore.open(settings))
+        if livekit is None:
+            livekit = LiveKitDispatcher(settings)
+            stack.push_async_callback(livekit.aclose)
+        yield Pipeline(settings, store, livekit, routing or Routing.load(settings.routing_file))
+
+
 class Pipeline:
     def __init__(self, settings: Settings, store: DispatchStore, livekit: LiveKitDispatcher,
                  routing: Routing) -> None:
@@ -81,25 +105,32 @@ class Pipeline:
         self.livekit = livekit
         self.routing = routing
 
-    async def handle(self, event: WebhookEvent) -> Outcome:
-        """Act on one verified event and record it. Raises StoreUnavailable if the log is down."""
+    async def handle(self, event: WebhookEvent, *, source: str = "webhook") -> Outcome:
+        """Act on one verified event and record it. Raises StoreUnavailable if the log is down.
+
+        `source` is "webhook", or "sweep" for an event the sweeper rebuilt from
+        LiveKit's state because the real one may have been dropped.
+        """
         metrics = Metrics()
         received_at = time.time()
-        decision = decide(event, self.routing, self.settings)
+        decision = decide(event, self.routing, self.settings, trigger="reconcile" if source == "sweep" else None)
         try:
             if decision.action is Action.DISPATCH:
                 outcome = await self._dispatch(event, decision, metrics)
             elif decision.action is Action.CONFIRM_JOIN:
                 outcome = await self._confirm_join(event, decision)
+            elif decision.action is Action.AGENT_LEFT:
+                outcome = await self._agent_left(event, decision, metrics)
             elif decision.action is Action.END_ROOM:
                 ended = await self.store.end_room(event.room.sid) if event.room.sid else 0
                 outcome = Outcome(decision, note=f"{ended} dispatch(es) ended")
             else:
                 outcome = Outcome(decision)
-            await self.store.record_event(self._event_record(event, decision, outcome) | {"received_at": received_at})
+            await self.store.record_event(self._event_record(event, decision, outcome)
+                                          | {"received_at": received_at, "source": source})
         finally:
             metrics.flush()
-        log.info("webhook handled", extra={
+        log.info(f"{source} event handled", extra={
             "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
             "decision": decision.summary(), "outcome": outcome.as_dict()})
         return outcome
@@ -117,14 +148,15 @@ class Pipeline:
                 metrics.add("AgentsRejected", 1)
             results.append(SlotResult(slot, "rejected", detail=rejection.reason))
         results += await asyncio.gather(*(
-            self._dispatch_slot(p, slots.get(p.slot), event_id, metrics) for p in decision.planned))
+            self.dispatch_slot(p, slots.get(p.slot), event_id, metrics) for p in decision.planned))
         return Outcome(decision, results)
 
-    async def _dispatch_slot(self, planned: PlannedDispatch, existing: dict | None,
-                             event_id: str, metrics: Metrics) -> SlotResult:
+    async def dispatch_slot(self, planned: PlannedDispatch, existing: dict | None, event_id: str,
+                            metrics: Metrics, *, redispatch: str | None = None) -> SlotResult:
+        """claim → dispatch → record for one slot. `redispatch` replaces a dispatch whose agent never came or left."""
         slot = planned.slot
         try:
-            claim = await self.store.claim(planned, event_id, existing)
+            claim = await self.store.claim(planned, event_id, existing, redispatch=redispatch)
         except SlotAlreadyDispatched as exc:
             metrics.add("DuplicateDeliveries", 1)
             return SlotResult(slot, "duplicate", detail=f"already {exc.record.get('status')}")
@@ -140,7 +172,10 @@ class Pipeline:
 
         started = time.perf_counter()
         try:
-            if claim.takeover:
+            if redispatch and claim.previous_dispatch_id:
+                # The stale dispatch goes first, so its job can't still bring a second agent.
+                await self.livekit.delete(claim.previous_dispatch_id, planned.room_name)
+            elif claim.takeover:
                 # An earlier attempt may have reached LiveKit before it died or timed out.
                 found = await self.livekit.find(planned)
                 if found:
@@ -162,8 +197,8 @@ class Pipeline:
             # slot over; it looks for our dispatch before creating one (claim.takeover).
             log.error("lease lost after dispatch", extra={"slot": slot, "dispatch_id": dispatch_id})
             return SlotResult(slot, "lease_lost", detail=dispatch_id)
-        metrics.add("Dispatches", 1)
-        return SlotResult(slot, "dispatched", detail=dispatch_id)
+        metrics.add("Redispatches" if redispatch else "Dispatches", 1)
+        return SlotResult(slot, "redispatched" if redispatch else "dispatched", detail=dispatch_id)
 
     # --- confirmation ---------------------------------------------------------
 
@@ -191,6 +226,46 @@ class Pipeline:
             return Outcome(decision, note=f"agent {name!r} joined without an open Switchboard dispatch")
         joined = await self.store.mark_joined(event.room.sid, match["sk"], identity)
         return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
+
+    async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
+        """An agent left: if people are still there and the room still wants it, dispatch it again."""
+        identity = decision.agent_identity
+        slots = await self.store.load_slots(event.room.sid) if event.room.sid else {}
+        record = next((r for r in slots.values() if r.get("agent_identity") == identity
+                       and r.get("status") == Status.JOINED), None)
+        if record is None:
+            return Outcome(decision, note=f"{identity} held no joined Switchboard dispatch")
+        reason = DisconnectReason.Name(event.participant.disconnect_reason)
+        if event.participant.disconnect_reason in INTENDED_LEAVES:
+            return Outcome(decision, note=f"{identity} left as intended ({reason}); not re-dispatched")
+        planned = planned_from_record(record, trigger="agent_left")
+        if not self._still_wanted(event, planned):
+            return Outcome(decision, note=f"the room's metadata no longer asks for {planned.slot}")
+        try:
+            present = await self.livekit.participants(event.room.name)
+        except LiveKitUnavailable as exc:
+            return Outcome(decision, [SlotResult(planned.slot, "unconfirmed", retry=True, detail=str(exc))])
+        except LiveKitRejected:
+            present = []  # the room is gone
+        people = [p for p in present if p.kind != ParticipantInfo.Kind.AGENT]
+        if planned.participant_identity and planned.participant_identity not in {p.identity for p in people}:
+            return Outcome(decision, note=f"{planned.participant_identity} is gone too; not re-dispatched")
+        if not people:
+            return Outcome(decision, note="nobody is left in the room; not re-dispatched")
+        if int(record.get("attempts", 1)) >= self.settings.max_dispatch_attempts:
+            return Outcome(decision, note=f"{planned.slot} already used its {self.settings.max_dispatch_attempts} attempts")
+        result = await self.dispatch_slot(planned, record, event_id_of(event), metrics,
+                                          redispatch=f"agent {identity} left ({reason}) while people were in the room")
+        return Outcome(decision, [result])
+
+    def _still_wanted(self, event: WebhookEvent, planned: PlannedDispatch) -> bool:
+        probe = WebhookEvent(event="room_started", room=event.room)
+        if planned.rule is Rule.ON_PARTICIPANT_JOINED:
+            probe = WebhookEvent(event="participant_joined", room=event.room,
+                                 participant=ParticipantInfo(identity=planned.triggered_by or planned.participant_identity,
+                                                             kind=ParticipantInfo.Kind.STANDARD))
+        decision = decide(probe, self.routing, self.settings)
+        return any(p.slot == planned.slot for p in decision.planned)
 
     # --- the event record ---------------------------------------------------
 

@@ -64,6 +64,24 @@ class PlannedDispatch:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
+# What job_metadata() adds to a rule's metadata; planned_from_record() takes it off again.
+_JOB_KEYS = frozenset({"room_name", "room_sid", "trigger", "rule", "switchboard_slot", "participant_identity"})
+
+
+def planned_from_record(record: dict, *, trigger: str) -> PlannedDispatch:
+    """The PlannedDispatch behind a dispatch record, to dispatch its slot again."""
+    try:
+        job = json.loads(record.get("job_metadata") or "{}")
+    except ValueError:
+        job = {}
+    return PlannedDispatch(
+        room_sid=record["room_sid"], room_name=record["room_name"], agent_name=record["agent_name"],
+        rule=Rule(record.get("rule") or Rule.AGENTS), trigger=trigger,
+        participant_identity=record.get("participant_identity", ""),
+        triggered_by=record.get("triggered_by", ""),
+        rule_metadata={k: v for k, v in job.items() if k not in _JOB_KEYS} if isinstance(job, dict) else {})
+
+
 @dataclass(frozen=True)
 class Rejection:
     planned: PlannedDispatch
@@ -99,7 +117,8 @@ def participant_kind(participant: ParticipantInfo) -> str:
     return _KIND_NAMES.get(participant.kind, f"kind_{participant.kind}")
 
 
-def decide(event: WebhookEvent, routing: Routing, settings: Settings) -> Decision:
+def decide(event: WebhookEvent, routing: Routing, settings: Settings, *, trigger: str | None = None) -> Decision:
+    """`trigger` names what set the dispatches off when it isn't the event itself (the sweeper's "reconcile")."""
     kind = event.event
     if kind in ("room_started", "participant_joined") and not event.room.sid:
         return Decision(Action.IGNORE, f"{kind} without a room sid")
@@ -133,16 +152,16 @@ def decide(event: WebhookEvent, routing: Routing, settings: Settings) -> Decisio
                             error=f"profile {metadata.profile!r} is not in the routing file")
         plan = profile.merged_with(metadata)
 
-    planned = _plan(event, plan)
+    planned = _plan(event, plan, trigger or kind)
     if not planned:
         what = "room_started" if kind == "room_started" else f"a {participant_kind(event.participant)} participant"
         return Decision(Action.IGNORE, f"no rule applies to {what}")
     return _screen(planned, settings)
 
 
-def _plan(event: WebhookEvent, plan: AgentPlan) -> list[PlannedDispatch]:
+def _plan(event: WebhookEvent, plan: AgentPlan, trigger: str) -> list[PlannedDispatch]:
     room = event.room
-    base = dict(room_sid=room.sid, room_name=room.name, trigger=event.event)
+    base = dict(room_sid=room.sid, room_name=room.name, trigger=trigger)
     # Room agents are planned on every human join as well as on room_started: the
     # slot claim makes the repeat free of effect, and a dropped room_started
     # webhook then costs nothing but a later first join.

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     dispatch_retention_days: int = Field(default=30, ge=1)
     event_retention_days: int = Field(default=7, ge=1)
 
+    # --- Confirmation and the sweeper.
+    # A dispatch whose agent has not joined by then is re-dispatched, with the
+    # wait doubling for each attempt, up to max_dispatch_attempts.
+    confirm_deadline_seconds: float = Field(default=15.0, gt=0)
+    # How far back the sweeper looks for slots that never settled.
+    sweep_window_days: int = Field(default=2, ge=1)
+
     # --- Bounded outbound calls: LiveKit drops a room's events after 30 s
     # queued, so one webhook must never hold its room's queue for long.
     livekit_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -16,6 +16,9 @@ a reused room name. The indexes answer the review questions:
     by_room   room_name + created_at    "what happened in room X?" (every session)
     by_day    day + created_at          "what happened in this time window?" across rooms
     by_agent  agent_name + created_at   "where did the driver agent go?"
+    by_pending  pending_day + updated_at   the sweeper's work list: sparse, it holds only
+                slots not yet settled (CLAIMED, DISPATCHED awaiting its agent, FAILED
+                but retryable); the attribute is removed when a slot settles.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ TTL_ATTRIBUTE = "expires_at"
 INDEX_BY_ROOM = "by_room"
 INDEX_BY_DAY = "by_day"
 INDEX_BY_AGENT = "by_agent"
+INDEX_BY_PENDING = "by_pending"
+PENDING_ATTRIBUTE = "pending_day"
 
 _INDEXES: dict[str, tuple[str, str]] = {
     INDEX_BY_ROOM: ("room_name", "created_at"),
     INDEX_BY_DAY: ("day", "created_at"),
     INDEX_BY_AGENT: ("agent_name", "created_at"),
+    INDEX_BY_PENDING: (PENDING_ATTRIBUTE, "updated_at"),
 }
 
 KEY_SCHEMA: list[dict[str, str]] = [

@@ -1,0 +1,183 @@
+"""The sweeper: what turns at-least-once (and sometimes never) webhooks into a promise.
+
+One pass, run on a schedule (EventBridge on AWS, `switchboard sweep --every 5s`
+locally), safe beside the handler and beside itself because it takes the same
+claims:
+
+1. Settle every slot on the work list (table index by_pending):
+   - CLAIMED with an expired lease, or FAILED but retryable: dispatch again.
+   - DISPATCHED whose agent has not joined within the deadline: if the agent is
+     in fact in the room (its join webhook was dropped), record JOINED; if the
+     room session is over, ENDED; otherwise delete the stale dispatch and create
+     a new one, waiting twice as long each time, until the attempts run out and
+     the slot is FAILED with the reason ("no worker registered for agent_name X").
+2. Reconcile: every active room's metadata and participants are replayed
+   through the same pipeline, so a room whose room_started or participant_joined
+   webhook was dropped still gets its agents.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.protocol.models import ParticipantInfo, Room
+from livekit.protocol.webhook import WebhookEvent
+
+from .claims import Status, StoreUnavailable
+from .dispatcher import LiveKitError, LiveKitRejected
+from .observability import Metrics
+from .pipeline import Pipeline
+from .policy import planned_from_record
+
+log = logging.getLogger("switchboard.sweeper")
+
+
+@dataclass
+class SweepReport:
+    actions: Counter = field(default_factory=Counter)
+    details: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, action: str, record: dict[str, Any] | None = None, detail: str = "") -> None:
+        self.actions[action] += 1
+        entry: dict[str, Any] = {"action": action}
+        if record:
+            entry.update(room_name=record.get("room_name"), room_sid=record.get("room_sid"),
+                         slot=record.get("sk"), status=record.get("status"))
+        if detail:
+            entry["detail"] = detail
+        self.details.append(entry)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"actions": dict(self.actions), "details": self.details, "errors": self.errors}
+
+
+class Sweeper:
+    def __init__(self, pipeline: Pipeline, *, clock: Callable[[], float] = time.time) -> None:
+        self.pipeline = pipeline
+        self.settings = pipeline.settings
+        self.store = pipeline.store
+        self.livekit = pipeline.livekit
+        self.clock = clock
+
+    async def sweep(self) -> SweepReport:
+        report = SweepReport()
+        metrics = Metrics()
+        try:
+            for record in await self.store.pending(self.settings.sweep_window_days):
+                try:
+                    await self._settle(record, report, metrics)
+                except (LiveKitError, StoreUnavailable) as exc:
+                    report.errors.append(f"{record.get('sk')} in {record.get('room_name')}: {exc}")
+            try:
+                await self._reconcile(report)
+            except LiveKitError as exc:
+                report.errors.append(f"reconcile: {exc}")
+        finally:
+            metrics.add("SweepErrors", len(report.errors))
+            metrics.flush()
+        log.info("sweep done", extra=report.as_dict() | {"details": report.details[:50]})
+        return report
+
+    # --- 1. settle the work list -------------------------------------------------
+
+    async def _settle(self, record: dict[str, Any], report: SweepReport, metrics: Metrics) -> None:
+        now = self.clock()
+        status = record.get("status")
+        attempts = int(record.get("attempts", 1))
+        if status == Status.CLAIMED:
+            if record.get("lease_expires_at", 0) > now:
+                return report.add("claim_in_progress", record)
+            return await self._dispatch_again(record, report, metrics, redispatch=None)
+        if status == Status.FAILED:
+            if now < _parse(record.get("failed_at")) + self._wait(attempts):
+                return report.add("backing_off", record)
+            return await self._dispatch_again(record, report, metrics, redispatch=None)
+        if status != Status.DISPATCHED:
+            return
+        if now < _parse(record.get("dispatched_at")) + self._wait(attempts):
+            return report.add("awaiting_join", record)
+
+        room = await self._live_room(record["room_name"])
+        if room is None or room.sid != record["room_sid"]:
+            ended = await self.store.end_room(record["room_sid"])
+            return report.add("room_gone", record, f"room session over; {ended} dispatch(es) ended")
+        dispatch = next((d for d in await self.livekit.list(record["room_name"])
+                         if d.id == record.get("dispatch_id")), None)
+        jobs = list(dispatch.state.jobs) if dispatch else []
+        present = {p.identity for p in await self.livekit.participants(record["room_name"])}
+        joined = next((j.state.participant_identity for j in jobs if j.state.participant_identity in present), "")
+        if joined:
+            await self.store.mark_joined(record["room_sid"], record["sk"], joined)
+            return report.add("joined", record, f"{joined} is in the room; its join webhook was missed")
+
+        why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds)
+        if attempts >= self.settings.max_dispatch_attempts:
+            if await self.store.settle_failed(record, f"{why}; gave up after {attempts} attempt(s)"):
+                metrics.add("DispatchFailures", 1)
+            return report.add("failed", record, why)
+        await self._dispatch_again(record, report, metrics, redispatch=why)
+
+    async def _dispatch_again(self, record: dict[str, Any], report: SweepReport, metrics: Metrics,
+                              redispatch: str | None) -> None:
+        planned = planned_from_record(record, trigger="sweep")
+        result = await self.pipeline.dispatch_slot(planned, record, f"sweep-{int(self.clock())}", metrics,
+                                                   redispatch=redispatch)
+        report.add(result.result, record, redispatch or result.detail)
+
+    def _wait(self, attempts: int) -> float:
+        return self.settings.confirm_deadline_seconds * 2 ** max(0, attempts - 1)
+
+    async def _live_room(self, room_name: str) -> Room | None:
+        try:
+            return next((r for r in await self.livekit.rooms() if r.name == room_name), None)
+        except LiveKitRejected:
+            return None
+
+    # --- 2. reconcile active rooms -------------------------------------------
+
+    async def _reconcile(self, report: SweepReport) -> None:
+        for room in await self.livekit.rooms():
+            if not room.metadata:
+                continue
+            outcome = await self.pipeline.handle(
+                WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source="sweep")
+            _count(report, outcome, room)
+            for participant in await self.livekit.participants(room.name):
+                if participant.kind == ParticipantInfo.Kind.AGENT:
+                    continue
+                outcome = await self.pipeline.handle(WebhookEvent(
+                    event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
+                    participant=participant), source="sweep")
+                _count(report, outcome, room)
+
+
+def _count(report: SweepReport, outcome: Any, room: Room) -> None:
+    for slot in outcome.slots:
+        if slot.result in ("dispatched", "adopted", "rejected") or slot.retry:
+            report.add(f"reconciled_{slot.result}", {"room_name": room.name, "room_sid": room.sid, "sk": slot.slot},
+                       slot.detail)
+
+
+def _why_not_joined(record: dict[str, Any], jobs: list[Any], deadline: float) -> str:
+    agent = record.get("agent_name", "")
+    if not jobs:
+        return f"no worker registered for agent_name {agent} (LiveKit assigned no job)"
+    errors = [j.state.error for j in jobs if j.state.error]
+    if errors:
+        return f"the {agent} job failed: {errors[-1]}"
+    return f"the {agent} agent did not join within {deadline:g} s of its dispatch"
+
+
+def _parse(timestamp: str | None) -> float:
+    if not timestamp:
+        return 0.0
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+

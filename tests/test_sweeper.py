@@ -1,0 +1,127 @@
+"""The sweeper against the real stack: lost dispatches, dropped webhooks, expired claims."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from livekit import api
+
+from handler.pipeline import open_pipeline
+from handler.policy import PlannedDispatch, Rule
+from handler.settings import Settings
+from handler.sweeper import Sweeper
+from tests.livekit_helpers import eventually, lk_api, log_json, named_dispatches
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def settings(local_stack, aws, monkeypatch):
+    for key, value in local_stack.env.items():
+        monkeypatch.setenv(key, value)
+    # Short waits so the backoff plays out in seconds: 1 s, then 2 s, then 4 s.
+    return Settings(confirm_deadline_seconds=1, max_dispatch_attempts=3, claim_lease_seconds=2)
+
+
+@pytest.fixture
+async def sweeper(settings):
+    async with open_pipeline(settings) as pipeline:
+        yield Sweeper(pipeline)
+
+
+async def sweep_until(sweeper, check, timeout=40):
+    async def step():
+        await sweeper.sweep()
+        return check()
+    return await eventually(step, timeout=timeout, interval=0.5)
+
+
+def records(aws, room):
+    return {(r["agent_name"], r["participant_identity"]): r for r in log_json(aws, "--room", room)}
+
+
+async def test_a_dispatch_no_worker_takes_is_retried_then_failed_with_the_reason(local_stack, aws, sweeper, room_name):
+    async with lk_api(local_stack.livekit_url) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(
+            name=room_name, metadata=json.dumps({"agents": [{"name": "assistant"}]}), empty_timeout=120))
+        await eventually(lambda: records(aws, room_name).get(("assistant", ""), {}).get("status") == "DISPATCHED")
+
+        failed = await sweep_until(sweeper, lambda: (r := records(aws, room_name)[("assistant", "")])["status"]
+                                   == "FAILED" and r)
+        assert failed["attempts"] == 3
+        assert "no worker registered for agent_name assistant" in failed["error"]
+        assert "gave up after 3 attempt(s)" in failed["error"]
+        # Each re-dispatch deleted the stale one first: LiveKit holds at most the last.
+        assert len([d for d in await named_dispatches(lk, room_name) if d.agent_name == "assistant"]) <= 1
+        # Settled: the next sweep leaves it alone.
+        report = await sweeper.sweep()
+        assert not [d for d in report.details if d.get("room_name") == room_name and d["action"] != "failed"]
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+
+
+async def test_a_lost_dispatch_joins_once_a_worker_registers(local_stack, aws, sweeper, room_name):
+    async with lk_api(local_stack.livekit_url) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(
+            name=room_name, metadata=json.dumps({"agents": [{"name": "dispatcher"}]}), empty_timeout=120))
+        await eventually(lambda: records(aws, room_name).get(("dispatcher", ""), {}).get("status") == "DISPATCHED")
+        worker = local_stack.start_test_agent("dispatcher", name="agent-dispatcher-late")
+        try:
+            joined = await sweep_until(sweeper, lambda: (r := records(aws, room_name)[("dispatcher", "")])["status"]
+                                       == "JOINED" and r)
+            assert joined["attempts"] == 2 and joined["trigger"] == "sweep"
+            [dispatch] = [d for d in await named_dispatches(lk, room_name) if d.agent_name == "dispatcher"]
+            assert dispatch.id == joined["dispatch_id"]
+        finally:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+            worker.stop()
+
+
+async def test_metadata_set_after_room_started_is_reconciled(local_stack, aws, sweeper, room_name):
+    """No webhook announces a metadata change: only the sweeper's reconcile can see it."""
+    async with lk_api(local_stack.livekit_url) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=120))
+        await asyncio.sleep(1)
+        await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(
+            room=room_name, metadata=json.dumps({"agents": [{"name": "driver"}]})))
+        assert records(aws, room_name) == {}
+        reports = [await sweeper.sweep(), await sweeper.sweep()]
+        record = records(aws, room_name)[("driver", "")]
+        assert record["trigger"] == "reconcile" and record["status"] in ("DISPATCHED", "JOINED")
+        assert [d.agent_name for d in await named_dispatches(lk, room_name)] == ["driver"]
+        assert reports[0].actions["reconciled_dispatched"] >= 1
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+
+
+async def test_an_expired_claim_is_taken_over_and_two_sweepers_dispatch_once(local_stack, aws, settings, room_name):
+    async with lk_api(local_stack.livekit_url) as lk:
+        room = await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=120))
+        async with open_pipeline(settings) as pipeline, open_pipeline(settings) as other:
+            # A handler that claimed and then died: CLAIMED, never dispatched, lease running out.
+            planned = PlannedDispatch(room_sid=room.sid, room_name=room_name, agent_name="translator",
+                                      rule=Rule.AGENTS, trigger="room_started")
+            await pipeline.store.claim(planned, "EV_crashed", None)
+            await asyncio.sleep(settings.claim_lease_seconds + 0.5)
+            await asyncio.gather(Sweeper(pipeline).sweep(), Sweeper(other).sweep())
+        record = records(aws, room_name)[("translator", "")]
+        assert record["status"] == "DISPATCHED" and record["attempts"] == 2
+        assert [d.agent_name for d in await named_dispatches(lk, room_name)] == ["translator"]
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+
+
+async def test_an_earlier_session_whose_finish_webhook_was_lost_is_ended(local_stack, aws, settings, room_name):
+    """The room name is live again under a new sid; the old session's open dispatch must not linger."""
+    async with lk_api(local_stack.livekit_url) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=120))
+        async with open_pipeline(settings) as pipeline:
+            old_session = PlannedDispatch(room_sid=f"RM_old_{room_name}", room_name=room_name, agent_name="assistant",
+                                          rule=Rule.AGENTS, trigger="room_started")
+            claim = await pipeline.store.claim(old_session, "EV_x", None)
+            await pipeline.store.mark_dispatched(claim, "AD_gone")
+            await asyncio.sleep(settings.confirm_deadline_seconds + 0.5)
+            report = await Sweeper(pipeline).sweep()
+        [record] = log_json(aws, "--room", room_name)
+        assert (record["room_sid"], record["status"]) == (f"RM_old_{room_name}", "ENDED")
+        assert any(d["action"] == "room_gone" and d["room_name"] == room_name for d in report.details)
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
