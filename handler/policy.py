@@ -129,9 +129,10 @@ def decide(event: WebhookEvent, routing: Routing, settings: Settings, *, trigger
     if kind in ("participant_joined", "participant_left") and event.participant.kind == ParticipantInfo.Kind.AGENT:
         # An agent's own join never triggers a dispatch (it would loop); it confirms one.
         name = event.participant.attributes.get(AGENT_NAME_ATTRIBUTE, "")
-        action = Action.CONFIRM_JOIN if kind == "participant_joined" else Action.AGENT_LEFT
-        what = "joined" if kind == "participant_joined" else "left"
-        return Decision(action, f"agent participant {what}; agents never trigger dispatches",
+        if kind == "participant_joined":
+            return Decision(Action.CONFIRM_JOIN, "an agent joined: it confirms its dispatch and triggers none",
+                            agent_name=name, agent_identity=event.participant.identity)
+        return Decision(Action.AGENT_LEFT, "an agent left: dispatched again only if it crashed while people remain",
                         agent_name=name, agent_identity=event.participant.identity)
 
     if kind not in ("room_started", "participant_joined"):
