@@ -134,7 +134,7 @@ def http_ok(url: str) -> bool:
 
 
 def require_fetched() -> None:
-    missing = [p for p in (LIVEKIT_BIN, DYNAMODB_DIR / "lib") if not p.exists()]
+    missing = [p for p in (LIVEKIT_BIN, TOXIPROXY_BIN, DYNAMODB_DIR / "lib") if not p.exists()]
     if missing:
         raise RuntimeError(f"missing {', '.join(map(str, missing))}: run infra/fetch.sh (make setup)")
 
@@ -203,6 +203,8 @@ class Stack:
             return [self.ports.dynamodb]
         if "livekit-server" in argv:
             return [self.ports.livekit, self.ports.livekit_rtc_tcp]
+        if "toxiproxy" in argv:
+            return [int(argv.rsplit("-port", 1)[1].split()[0])]
         if "handler.cli serve" in argv:
             return [int(argv.rsplit("--port", 1)[1].split()[0])]
         return []
@@ -250,6 +252,14 @@ class Stack:
             sys.executable, "-m", "handler.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
             self.run_dir / f"{name}.log", env=env))
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), service)
+        return service
+
+    def start_toxiproxy(self, port: int) -> Service:
+        """Shopify's toxiproxy: real latency, resets and outages between the handler and a server."""
+        require_fetched()
+        service = self._start(Service("toxiproxy", [str(TOXIPROXY_BIN), "-host", "127.0.0.1", "-port", str(port)],
+                                      self.run_dir / "toxiproxy.log"))
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/version"), service)
         return service
 
     def start_process(self, name: str, argv: list[str], env: Mapping[str, str]) -> Service:

@@ -25,6 +25,8 @@ TEST_PORTS = Ports(livekit=17880 + _OFFSET, livekit_rtc_tcp=17881 + _OFFSET,
                    dynamodb=18000 + _OFFSET, handler=18080 + _OFFSET)
 SECOND_HANDLER_PORT = 18081 + _OFFSET
 SPARE_HANDLER_PORTS = (18082 + _OFFSET, 18083 + _OFFSET)
+# toxiproxy's API, its two proxies, and the handler that talks through them.
+FAULT_PORTS = tuple(18090 + _OFFSET + i for i in range(4))
 # A second signing key the handler accepts beside LiveKit's devkey (rotation, or a second project).
 SECOND_KEY, SECOND_SECRET = "rotatedkey", "a-second-secret-that-is-long-enough-for-hs256"
 TEST_AGENT = Path(__file__).parent / "agents" / "silent_agent.py"
