@@ -7,6 +7,7 @@ same code `make dev` uses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -25,6 +26,7 @@ TEST_PORTS = Ports(livekit=17880 + _OFFSET, livekit_rtc_tcp=17881 + _OFFSET,
                    dynamodb=18000 + _OFFSET, handler=18080 + _OFFSET)
 SECOND_HANDLER_PORT = 18081 + _OFFSET
 SPARE_HANDLER_PORTS = (18082 + _OFFSET, 18083 + _OFFSET)
+HOSTILE_HANDLER_PORT = 18084 + _OFFSET
 # toxiproxy's API, its two proxies, and the handler that talks through them.
 FAULT_PORTS = tuple(18090 + _OFFSET + i for i in range(4))
 # A second signing key the handler accepts beside LiveKit's devkey (rotation, or a second project).
@@ -93,3 +95,17 @@ def aws(local_stack: LocalStack) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def room_name() -> str:
     return f"room-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def room(local_stack, room_name):
+    """A real room on the local livekit-server, created without metadata, so only a test's own events act on it."""
+    from livekit import api
+
+    from tests.livekit_helpers import lk_api
+
+    async with lk_api(local_stack.livekit_url) as lk:
+        created = await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=120))
+        yield created
+        with contextlib.suppress(Exception):
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))

@@ -49,3 +49,9 @@ async def eventually(check: Callable[[], Any], timeout: float = 30, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout:g} s; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+async def assert_nothing_dispatched(local_stack, aws, room) -> None:
+    async with lk_api(local_stack.livekit_url) as lk:
+        assert await named_dispatches(lk, room.name) == []
+    assert log_json(aws, "--room", room.name) == []

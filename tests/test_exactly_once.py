@@ -19,14 +19,6 @@ METADATA = {"agents": [{"name": "dispatcher"}, {"name": "driver"}],
                                       {"name": "assistant", "per": "room"}]}
 
 
-@pytest.fixture
-async def room(local_stack, room_name):
-    async with lk_api(local_stack.livekit_url) as lk:
-        created = await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=60))
-        yield created
-        await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
-
-
 @pytest.fixture(scope="module")
 def second_handler(local_stack):
     service = local_stack.start_handler(SECOND_HANDLER_PORT, "handler-2")

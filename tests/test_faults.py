@@ -44,11 +44,9 @@ def faults(local_stack):
     toxiproxy.reset()
 
 
-@pytest.fixture
-async def room(local_stack, faults, room_name):
+@pytest.fixture(autouse=True)
+def no_toxics(faults):
     faults[0].reset()
-    async with lk_api(local_stack.livekit_url) as lk:
-        yield await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=120))
 
 
 def deliver(room, **kw) -> tuple[bytes, dict]:
