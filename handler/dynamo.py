@@ -361,10 +361,11 @@ class DynamoStore:
                 Key=to_item({PK: room_pk(room_sid), SK: slot}),
                 UpdateExpression="SET #status = :joined, joined_at = :now, updated_at = :now, agent_identity = :ident "
                                  f"REMOVE {PENDING_ATTRIBUTE}, lease_expires_at",
-                ConditionExpression="#status IN (:claimed, :dispatched)",
+                # Only a recorded dispatch can be joined: a CLAIMED slot's owner is still writing its id.
+                ConditionExpression="#status = :dispatched",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
-                                                  claimed=Status.CLAIMED.value, dispatched=Status.DISPATCHED.value),
+                                                  dispatched=Status.DISPATCHED.value),
             )
         except Exception as exc:
             if _condition_failed(exc):

@@ -31,7 +31,16 @@ from .claims import (
 from .contract import Routing
 from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
 from .observability import Metrics
-from .policy import Action, Decision, PlannedDispatch, Rule, decide, participant_kind, planned_from_record
+from .policy import (
+    DISPATCH_ID_ATTRIBUTE,
+    Action,
+    Decision,
+    PlannedDispatch,
+    Rule,
+    decide,
+    participant_kind,
+    planned_from_record,
+)
 from .settings import Settings
 from .table import event_sk, room_pk
 
@@ -203,6 +212,14 @@ class Pipeline:
     # --- confirmation ---------------------------------------------------------
 
     async def _confirm_join(self, event: WebhookEvent, decision: Decision) -> Outcome:
+        """Match an agent's own join to the dispatch that brought it: JOINED.
+
+        In order of certainty: the agent's `switchboard.dispatch_id` attribute
+        (our workers set it from their job); the only open dispatch of that agent
+        name in the room; LiveKit's record of which job the participant is. That
+        last one lags the join by seconds, so an unmatched join is answered 503
+        and LiveKit asks again; the sweeper settles whatever is left.
+        """
         name, identity = decision.agent_name, decision.agent_identity
         if not name or not event.room.sid:
             return Outcome(decision, note="agent participant without lk.agent_name or room")
@@ -211,19 +228,26 @@ class Pipeline:
             return Outcome(decision, [SlotResult("", "duplicate", detail=f"{identity} already joined")])
         candidates = [r for r in slots.values() if r.get("agent_name") == name
                       and r.get("status") in (Status.CLAIMED, Status.DISPATCHED)]
-        match: dict | None = candidates[0] if len(candidates) == 1 else None
-        if len(candidates) > 1:
-            # Several open dispatches of one agent (per-participant rules): ask LiveKit
-            # which dispatch's job this participant is.
+        claimed_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
+        if claimed_id:
+            match = next((r for r in candidates if r.get("dispatch_id") == claimed_id), None)
+            if match is None:
+                return Outcome(decision, note=f"{identity} came from dispatch {claimed_id}, not an open one of ours")
+        elif not candidates:
+            return Outcome(decision, note=f"agent {name!r} joined without an open Switchboard dispatch")
+        elif len(candidates) == 1 and candidates[0].get("status") == Status.DISPATCHED:
+            match = candidates[0]
+        else:
             try:
                 dispatch_id = await self.livekit.dispatch_of_participant(event.room.name, name, identity)
             except LiveKitUnavailable as exc:
                 return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
             except LiveKitRejected as exc:
                 return Outcome(decision, [SlotResult("", "unconfirmed", detail=str(exc))])
-            match = next((r for r in candidates if r.get("dispatch_id") == dispatch_id), None)
-        if match is None:
-            return Outcome(decision, note=f"agent {name!r} joined without an open Switchboard dispatch")
+            match = next((r for r in candidates if dispatch_id and r.get("dispatch_id") == dispatch_id), None)
+            if match is None:
+                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
+                                                     detail=f"LiveKit does not yet say which dispatch {identity} is")])
         joined = await self.store.mark_joined(event.room.sid, match["sk"], identity)
         return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
 

@@ -18,6 +18,9 @@ from .settings import Settings
 from .table import dispatch_sk
 
 AGENT_NAME_ATTRIBUTE = "lk.agent_name"
+# Set by a worker from its job's dispatch id, it ties an agent participant to
+# its dispatch with certainty. Workers that don't set it are matched by name.
+DISPATCH_ID_ATTRIBUTE = "switchboard.dispatch_id"
 
 _KIND_NAMES = {value: name.lower() for name, value in ParticipantInfo.Kind.items()}
 
