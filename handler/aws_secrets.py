@@ -8,8 +8,8 @@ The secret holds a JSON object of the same variables the environment would:
 Settings reads it through SecretSettingsSource when SWITCHBOARD_LIVEKIT_SECRET_ARN
 is set, so every name, alias and parser in settings.py applies unchanged and a
 plain environment variable still wins over the secret (handy for a one-off
-override). Nothing here logs or echoes a value: errors name the secret and the
-AWS error code only.
+override). Nothing here logs or echoes a value: errors name the secret and
+AWS's error, never its content.
 
 The call is synchronous botocore, not aioboto3: Settings is built before the
 event loop exists, aiobotocore imports botocore anyway a moment later, and so
@@ -53,10 +53,13 @@ def _fetch(secret_id: str) -> tuple[tuple[str, str], ...]:
             "secretsmanager", region_name=secret_region(secret_id), config=config)
         response = client.get_secret_value(SecretId=secret_id)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise SecretUnavailable(f"cannot read secret {secret_id}: {code}") from None
+        # The request carries only the secret's id, so AWS's message cannot echo a value;
+        # it says which role lacked which permission, the usual reason to be here.
+        error = exc.response.get("Error", {})
+        raise SecretUnavailable(f"cannot read secret {secret_id}: {error.get('Code', 'error')}: "
+                                f"{error.get('Message', '')}".rstrip(": ")) from None
     except BotoCoreError as exc:
-        raise SecretUnavailable(f"cannot read secret {secret_id}: {type(exc).__name__}") from None
+        raise SecretUnavailable(f"cannot read secret {secret_id}: {exc}") from None
     text = response.get("SecretString")
     if text is None:
         raise SecretUnavailable(f"secret {secret_id} has no SecretString (binary secrets are not supported)")

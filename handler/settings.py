@@ -18,7 +18,9 @@ AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+    # hide_input_in_errors: a bad value may be a secret (from the environment or the
+    # Secrets Manager secret), and a start-up ValidationError lands in the logs.
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore", hide_input_in_errors=True)
 
     # --- LiveKit: the server we dispatch through, and the keys webhooks are signed with.
     livekit_url: str = Field(
