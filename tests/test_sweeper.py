@@ -125,3 +125,30 @@ async def test_an_earlier_session_whose_finish_webhook_was_lost_is_ended(local_s
         assert (record["room_sid"], record["status"]) == (f"RM_old_{room_name}", "ENDED")
         assert any(d["action"] == "room_gone" and d["room_name"] == room_name for d in report.details)
         await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+
+
+def test_the_lambda_entry_point_runs_one_sweep(local_stack, aws, monkeypatch, room_name):
+    import logging
+
+    from handler import sweep_lambda
+
+    for key, value in local_stack.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sweep_lambda, "_settings", None)
+
+    async def room_with_late_metadata():
+        async with lk_api(local_stack.livekit_url) as lk:
+            await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=120))
+            await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(
+                room=room_name, metadata=json.dumps({"agents": [{"name": "driver"}]})))
+
+    asyncio.run(room_with_late_metadata())
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:  # the entry point configures logging for a Lambda process; keep pytest's own handlers
+        result = sweep_lambda.lambda_handler({"source": "aws.scheduler"}, None)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    assert result["actions"].get("reconciled_dispatched", 0) >= 1
+    assert records(aws, room_name)[("driver", "")]["trigger"] == "reconcile"

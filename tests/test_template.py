@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import importlib
 import json
 import logging
 import os
@@ -209,8 +210,8 @@ def store_methods_the_handler_calls() -> set[str]:
     return reached
 
 
-def function_policy(translated) -> tuple[list[dict[str, Any]], list[Any]]:
-    role = translated["Resources"]["WebhookFunctionRole"]["Properties"]
+def function_policy(translated, function: str = "WebhookFunction") -> tuple[list[dict[str, Any]], list[Any]]:
+    role = translated["Resources"][f"{function}Role"]["Properties"]
     statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
     return statements, role["ManagedPolicyArns"]
 
@@ -238,6 +239,41 @@ def test_the_handler_never_queries_an_index_so_the_function_gets_none():
     assert {"query_log", "room_timeline"} <= indexed
     assert {"load_slots", "claim", "record_event"} <= called
     assert not called & indexed
+
+
+def store_methods_the_sweeper_calls() -> set[str]:
+    tree = ast.parse((ROOT / "handler" / "sweeper.py").read_text())
+    return {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Attribute) and n.value.attr == "store"}
+
+
+def test_the_sweeper_may_do_what_the_store_does_plus_read_its_work_list_index(translated):
+    statements, managed = function_policy(translated, "SweeperFunction")
+    assert managed == ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
+    grants = {(a, json.dumps(r, sort_keys=True)) for s in statements
+              for a in as_list(s["Action"]) for r in as_list(s["Resource"])}
+    table_arn = json.dumps({"Fn::GetAtt": ["DispatchTable", "Arn"]})
+    index_arn = json.dumps({"Fn::Sub": "${DispatchTable.Arn}/index/by_pending"})
+    secret = json.dumps({"Ref": "LiveKitSecretArn"})
+    assert grants == ({(a, table_arn) for a in actions_the_store_calls()}
+                      | {(a, index_arn) for a in actions_the_store_calls()}
+                      | {("secretsmanager:GetSecretValue", secret)})
+    # The one index the sweeper reads is its work list; logs/explain's indexes are not its business.
+    indexed = store_methods_using_an_index() & store_methods_the_sweeper_calls()
+    assert indexed == {"pending"}
+    source = ast.unparse(next(f for f in dynamo_store_class().body if getattr(f, "name", "") == "pending"))
+    assert "INDEX_BY_PENDING" in source and table.INDEX_BY_PENDING == "by_pending"
+
+
+def test_the_sweeper_runs_every_minute_from_an_entry_point_that_resolves(resources):
+    sweeper = resources["SweeperFunction"]["Properties"]
+    module, attribute = sweeper["Handler"].rsplit(".", 1)
+    assert callable(getattr(importlib.import_module(module), attribute))
+    assert sweeper["Events"]["Schedule"]["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    assert sweeper["ReservedConcurrentExecutions"] == 1 and sweeper["Timeout"] < 60
+    env = sweeper["Environment"]["Variables"]
+    assert env["SWITCHBOARD_LIVEKIT_SECRET_ARN"] == {"Ref": "LiveKitSecretArn"}
+    assert not {"LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "SWITCHBOARD_WEBHOOK_KEYS"} & set(env)
 
 
 def test_the_workers_execution_role_reads_only_the_secret_and_its_log_group(resources):
@@ -538,7 +574,7 @@ def test_workers_take_no_inbound_traffic_and_scale_on_cpu(resources):
         assert policy["ScalingTargetId"] == {"Ref": f"{name}ScalableTarget"}
 
 
-# --- alarms, outputs, and the sweeper's place ----------------------------------------------
+# --- alarms and outputs ----------------------------------------------
 
 
 def test_the_dispatch_failures_alarm_watches_the_metric_the_handler_emits(resources, capsys):
@@ -557,11 +593,20 @@ def test_the_dispatch_failures_alarm_watches_the_metric_the_handler_emits(resour
 
 def test_every_alarm_reaches_the_topic_and_watches_this_stack(resources):
     alarms = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    assert set(alarms) == {"WebhookErrorsAlarm", "Webhook5xxAlarm", "DispatchFailuresAlarm"}
+    assert set(alarms) == {"WebhookErrorsAlarm", "Webhook5xxAlarm", "DispatchFailuresAlarm",
+                           "SweeperFailuresAlarm", "SweeperErrorsAlarm"}
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
     assert alarms["WebhookErrorsAlarm"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "WebhookFunction"}}]
     assert alarms["Webhook5xxAlarm"]["Dimensions"] == [{"Name": "ApiId", "Value": {"Ref": "WebhookApi"}}]
+    assert alarms["SweeperErrorsAlarm"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "SweeperFunction"}}]
+
+
+def test_the_sweeper_failures_alarm_watches_the_metric_the_sweeper_emits(resources):
+    assert 'metrics.add("SweepErrors"' in (ROOT / "handler" / "sweeper.py").read_text()
+    alarm = resources["SweeperFailuresAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (observability.NAMESPACE, "SweepErrors")
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "switchboard"}]
 
 
 def test_the_webhook_url_output_is_the_post_route(template, function):
@@ -569,33 +614,3 @@ def test_the_webhook_url_output_is_the_post_route(template, function):
     assert url == "https://${WebhookApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/webhook"
     assert {"Path": "/webhook", "Method": "POST", "ApiId": {"Ref": "WebhookApi"}} in [
         e["Properties"] for e in function["Events"].values()]
-
-
-def sweeper_block() -> str:
-    text = TEMPLATE.read_text()
-    block = text[text.index("  # --- The sweeper"):text.index("  # --- Alarms")].splitlines()
-    start = block.index("  # Parameters:")
-    assert all(line.startswith("  #") for line in block[start:] if line.strip())
-    return "\n".join(line[4:] for line in block[start:] if line.strip())
-
-
-def test_the_sweeper_has_a_reserved_place_that_deploys_nothing_yet(template, tmp_path):
-    live = [name for section in ("Parameters", "Conditions", "Resources", "Outputs")
-            for name in template.get(section, {}) if "sweep" in name.lower()]
-    assert live == []
-    # The reserved block is kept valid: uncommented, it translates and lints with the rest.
-    reserved = load_template(sweeper_block())
-    merged = copy.deepcopy(template)
-    for section, entries in reserved.items():
-        merged.setdefault(section, {}).update(entries)
-    translated = sam_translate(merged)
-    for name in ("SweeperFunction", "SweeperFailuresAlarm", "SweeperErrorsAlarm"):
-        assert translated["Resources"][name]["Condition"] == "SweeperEnabled"
-    # The reserved alarm watches the metric the sweeper really emits.
-    assert 'metrics.add("SweepErrors"' in (ROOT / "handler" / "sweeper.py").read_text()
-    alarm = reserved["Resources"]["SweeperFailuresAlarm"]["Properties"]
-    assert (alarm["Namespace"], alarm["MetricName"]) == (observability.NAMESPACE, "SweepErrors")
-    path = tmp_path / "with-sweeper.json"
-    path.write_text(json.dumps(merged))
-    done = cfn_lint(path)
-    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
