@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV_VERSION := 0.9.30
 UV := python3 -m uv
 
-.PHONY: setup tools python fetch dev test bench lint
+.PHONY: setup tools python fetch dev test soak bench
 
 setup: tools python fetch
 
@@ -25,6 +25,10 @@ dev: setup
 
 test: setup
 	$(UV) run pytest
+
+# The long load run: 200 rooms x 2 agents through the real livekit-server (tests/test_load.py).
+soak: setup
+	SWITCHBOARD_LOAD_ROOMS=200 $(UV) run pytest tests/test_load.py
 
 bench: setup
 	$(UV) run python -m bench.webhook
