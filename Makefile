@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV_VERSION := 0.9.30
 UV := python3 -m uv
 
-.PHONY: setup tools python fetch dev test soak bench
+.PHONY: setup tools python fetch dev demo test soak bench
 
 setup: tools python fetch
 
@@ -22,6 +22,10 @@ fetch:
 
 dev: setup
 	$(UV) run python -m infra.stack dev
+
+# With `make dev` running: a drill room, the dispatch log, both agents joining, who spoke when.
+demo: setup
+	$(UV) run python -m worker.demo
 
 test: setup
 	$(UV) run pytest

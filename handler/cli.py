@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import sys
+from collections import Counter
 import time
 from typing import Any
 
@@ -152,12 +153,21 @@ def timeline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
     for r in records:
         if r.get("record_type") == "event":
-            decision = r.get("decision", {})
+            decision, outcome = r.get("decision", {}), r.get("outcome", {})
             detail = decision.get("reason", "")
             if decision.get("error"):
                 detail += f": {decision['error']}"
+            results = Counter(slot["result"] for slot in outcome.get("slots", []))
+            if results:
+                detail += " → " + ", ".join(f"{n} {result}" for result, n in sorted(results.items()))
+            if outcome.get("note"):
+                detail += f" → {outcome['note']}"
             who = r.get("participant_identity")
-            what = r.get("event_type", "") + (f" ({r.get('participant_kind')} {who})" if who else "")
+            # Only join and leave events carry a meaningful participant kind.
+            kind = f"{r.get('participant_kind')} " if r.get("event_type", "").startswith("participant_") else ""
+            what = r.get("event_type", "") + (f" ({kind}{who})" if who else "")
+            if r.get("source") == "sweep":
+                what = f"sweep: {what}"
             deliveries = r.get("deliveries", 1)
             if deliveries > 1:
                 what += f" ×{deliveries}"

@@ -274,6 +274,9 @@ def dev_stack(ports: Ports = Ports()) -> Iterator[Stack]:
         stack.create_table(env)
         stack.start_handler(env)
         stack.start_livekit()
+        from worker.local import start_workers  # the agents: a dispatcher and a driver
+
+        start_workers(stack)
         yield stack
 
 
@@ -292,8 +295,12 @@ Switchboard local stack is up (logs in {stack.run_dir.relative_to(ROOT)}/):
   DynamoDB Local  {ports.dynamodb_url}   (table switchboard-dispatch)
   handler         {ports.handler_url}/webhook
 
+  workers         dispatcher (Tim) and driver (Chris), local audio (espeak-ng + Silero VAD)
+
 Create a room that gets agents:
   uv run python -m infra.room drill-1 '{{"profile": "drill"}}'
+or watch the whole drill, from the dispatch log to who spoke when:
+  make demo
 Then read what happened:
   {' '.join(f'{k}={v}' for k, v in aws_env(ports).items())} \\
     uv run switchboard explain --room drill-1

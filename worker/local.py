@@ -1,0 +1,108 @@
+"""The role workers beside the local stack: for `make dev`, the demo and the tests.
+
+    from worker.local import start_workers
+    start_workers(stack)        # in infra/stack.py's dev_stack, after start_livekit()
+
+Dev-only (it knows the local stack's keys); the container runs `python -m worker`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from infra.stack import DEV_API_KEY, DEV_API_SECRET
+
+ROLES = ("dispatcher", "driver")
+# The line lifecycle.serve logs once LiveKit has accepted the worker.
+REGISTERED = "worker registered"
+
+# Two workers, a livekit-server and DynamoDB Local on a small machine: jobs in
+# threads instead of a pool of processes, and load counted in jobs, because the
+# busy host's CPU share would make livekit-server stop offering jobs at 0.7.
+LIGHT_ENV = {
+    "SWITCHBOARD_WORKER_JOB_EXECUTOR": "thread",
+    "SWITCHBOARD_WORKER_NUM_IDLE_PROCESSES": "0",
+    "SWITCHBOARD_WORKER_MAX_JOBS": "20",
+}
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+def worker_commands(livekit_url: str, *, roles: Sequence[str] = ROLES, command: str = "dev",
+                    health_ports: Mapping[str, int] | None = None,
+                    env: Mapping[str, str] | None = None) -> list[WorkerCommand]:
+    """How to start one worker per role against the local livekit-server at `livekit_url`."""
+    ws_url = livekit_url.replace("http://", "ws://").replace("https://", "wss://")
+    commands = []
+    for role in roles:
+        role_env = {
+            "LIVEKIT_URL": ws_url,
+            "LIVEKIT_API_KEY": DEV_API_KEY,
+            "LIVEKIT_API_SECRET": DEV_API_SECRET,
+            # 0: any free port, so local workers never fight over 8081.
+            "SWITCHBOARD_WORKER_HEALTH_PORT": str((health_ports or {}).get(role, 0)),
+            **LIGHT_ENV,
+            **(env or {}),
+        }
+        commands.append(WorkerCommand(f"worker-{role}", [sys.executable, "-m", "worker", role, command], role_env))
+    return commands
+
+
+class _Service(Protocol):
+    name: str
+    log_path: Path
+
+    def alive(self) -> bool: ...
+
+    def log_tail(self, lines: int = 40) -> str: ...
+
+
+class _Ports(Protocol):
+    @property
+    def livekit_url(self) -> str: ...
+
+
+class _Stack(Protocol):
+    @property
+    def ports(self) -> _Ports: ...
+
+    def start_process(self, name: str, argv: list[str], env: Mapping[str, str]) -> _Service: ...
+
+
+def registered(service: _Service) -> bool:
+    try:
+        return REGISTERED in service.log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+
+
+def wait_registered(services: Sequence[_Service], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    for service in services:
+        while not registered(service):
+            if not service.alive():
+                raise RuntimeError(f"{service.name} exited before registering:\n{service.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{service.name} did not register within {timeout:g} s:\n{service.log_tail()}")
+            time.sleep(0.2)
+
+
+def start_workers(stack: _Stack, *, roles: Sequence[str] = ROLES, command: str = "dev",
+                  env: Mapping[str, str] | None = None, wait: bool = True,
+                  timeout: float = 90) -> list[_Service]:
+    """Start one worker per role as stack processes (stopped with the stack); wait until registered."""
+    services = [stack.start_process(c.name, c.argv, c.env)
+                for c in worker_commands(stack.ports.livekit_url, roles=roles, command=command, env=env)]
+    if wait:
+        wait_registered(services, timeout)
+    return services

@@ -1,0 +1,166 @@
+"""The AgentServer for one role: which jobs it takes, as whom, and what it does in the room.
+
+Job requests are answered in the worker's main process (JobRequests); the
+entrypoint and prewarm run in job processes (or threads), so they are
+module-level functions that rebuild their settings from the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Awaitable
+from functools import partial
+from typing import Any
+
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, JobRequest
+
+from .config import AudioMode, WorkerSettings
+from .identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE, IdentityBook, identities_in_room
+from .persona import resolve_persona
+from .roster import Role, get_role
+
+log = logging.getLogger("switchboard.worker")
+
+
+class JobRequests:
+    """Accepts each job with an identity a frontend can find, and the persona's name."""
+
+    def __init__(self, settings: WorkerSettings, role: Role) -> None:
+        self._settings = settings
+        self._role = role
+        self._book = IdentityBook()
+        self._api: Any = None  # a livekit.api.LiveKitAPI
+
+    def _client(self) -> Any:
+        # Created on first use, inside the running loop that aiohttp needs.
+        if self._api is None:
+            import aiohttp
+            from livekit import api
+
+            self._api = api.LiveKitAPI(
+                self._settings.livekit_url, self._settings.livekit_api_key,
+                self._settings.livekit_api_secret.get_secret_value(),
+                timeout=aiohttp.ClientTimeout(total=self._settings.identity_lookup_timeout_seconds))
+        return self._api
+
+    async def handle(self, request: JobRequest) -> None:
+        persona = resolve_persona(self._role, request.job.metadata)
+        taken: set[str] = set()
+        try:
+            taken = await asyncio.wait_for(
+                identities_in_room(self._client(), request.room.name, except_job=request.id),
+                self._settings.identity_lookup_timeout_seconds + 0.5)
+        except Exception as exc:
+            # Better a job with a possibly suffixed identity than no job: this
+            # process's own reservations still keep its agents apart.
+            log.warning("room lookup failed; choosing the identity from this worker's reservations",
+                        extra={"room": request.room.name, "error": type(exc).__name__})
+        identity = await self._book.pick(request.room.sid, self._role.name, taken)
+        attributes = {ROLE_ATTRIBUTE: self._role.name}
+        if request.job.dispatch_id:
+            attributes[DISPATCH_ID_ATTRIBUTE] = request.job.dispatch_id
+        await request.accept(name=persona.name, identity=identity, attributes=attributes)
+        log.info("job accepted", extra={"job_id": request.id, "room": request.room.name, "identity": identity,
+                                        "persona": persona.name, "slot": persona.switchboard_slot})
+
+    async def aclose(self) -> None:
+        if self._api is not None:
+            await self._api.aclose()
+            self._api = None
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Load Silero once per job process, before a job waits on it."""
+    if WorkerSettings().resolved_audio_mode() is AudioMode.LOCAL:
+        from .drill import load_vad
+
+        proc.userdata["vad"] = load_vad()
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    settings = WorkerSettings()
+    role = get_role(ctx.job.agent_name)
+    persona = resolve_persona(role, ctx.job.metadata)
+    mode = settings.resolved_audio_mode()
+    log.info("job started", extra={"role": role.name, "persona": persona.name, "mode": str(mode),
+                                   "room": ctx.job.room.name})
+    # The job ends when the room does: stop waiting on the room then, or the
+    # job's shutdown waits on the entrypoint before cancelling it.
+    disconnected = asyncio.Event()
+    ctx.room.on("disconnected", lambda *_: disconnected.set())
+    if mode is AudioMode.REALTIME:
+        from .realtime import run_realtime
+
+        await ctx.connect()
+        await _until(disconnected, run_realtime(ctx, persona, settings))
+        return
+
+    from .drill import Drill, load_vad
+    from .espeak import EspeakTTS, espeak_voice
+
+    # The drill subscribes to its counterpart's microphone alone.
+    await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
+    vad = ctx.proc.userdata.get("vad") or load_vad()
+    tts = EspeakTTS(voice=espeak_voice(persona.voice), binary=settings.espeak_binary)
+    drill = Drill(ctx.room, persona, vad, tts)
+    try:
+        await _until(disconnected, drill.run())
+    finally:
+        await drill.aclose()
+
+
+async def _until(event: asyncio.Event, work: Awaitable[None]) -> None:
+    """Run `work` until it ends or `event` is set, so the job shuts down promptly."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.create_task(event.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+    finally:
+        for t in (task, waiter):
+            t.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+
+
+def prepare(settings: WorkerSettings) -> None:
+    """Fail at start-up, not in the first room, if the audio mode cannot work here."""
+    # livekit plugins register on import, and only from the main thread, which
+    # job threads are not: import the mode's plugin now.
+    if settings.resolved_audio_mode() is AudioMode.REALTIME:
+        import livekit.plugins.openai  # noqa: F401
+        return
+    import livekit.plugins.silero  # noqa: F401
+
+    if shutil.which(settings.espeak_binary) is None:
+        raise RuntimeError(f"local mode needs {settings.espeak_binary!r} on PATH (apt-get install espeak-ng)")
+
+
+def jobs_load(server: AgentServer, *, max_jobs: int) -> float:
+    return min(len(server.active_jobs) / max_jobs, 1.0)
+
+
+def build_server(settings: WorkerSettings, role: Role, requests: JobRequests) -> AgentServer:
+    prepare(settings)
+    server = AgentServer(
+        job_executor_type=JobExecutorType(settings.job_executor),
+        load_threshold=settings.load_threshold,
+        drain_timeout=settings.drain_timeout_seconds,
+        num_idle_processes=settings.num_idle_processes,
+        shutdown_process_timeout=settings.shutdown_process_timeout_seconds,
+        job_memory_warn_mb=settings.job_memory_warn_mb,
+        job_memory_limit_mb=settings.job_memory_limit_mb,
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret.get_secret_value(),
+        host=settings.health_host,
+        port=settings.health_port,
+        setup_fnc=prewarm,
+        load_fnc=partial(jobs_load, max_jobs=settings.max_jobs) if settings.max_jobs else None,
+        log_level=settings.log_level,
+    )
+    server.rtc_session(entrypoint, agent_name=role.name, on_request=requests.handle)
+    return server
+
