@@ -51,10 +51,11 @@ class LocalStack:
     def start_handler(self, port: int, name: str, **overrides: str):
         return self.stack.start_handler(self.env | overrides, port=port, name=name)
 
-    def start_test_agent(self, agent_name: str, name: str | None = None):
+    def start_test_agent(self, agent_name: str, name: str | None = None, *, tag_dispatch: bool = False):
         """A livekit-agents worker registered as `agent_name` that joins and stays silent."""
         env = {"LIVEKIT_URL": self.livekit_url.replace("http", "ws"), "LIVEKIT_API_KEY": DEV_API_KEY,
-               "LIVEKIT_API_SECRET": DEV_API_SECRET, "TEST_AGENT_NAME": agent_name}
+               "LIVEKIT_API_SECRET": DEV_API_SECRET, "TEST_AGENT_NAME": agent_name,
+               "TEST_AGENT_TAG_DISPATCH": "1" if tag_dispatch else "0"}
         service = self.stack.start_process(name or f"agent-{agent_name}", [sys.executable, str(TEST_AGENT)], env)
         # A dispatch made before the worker registers is silently lost: wait for it.
         wait_until(lambda: "registered worker" in service.log_tail(200), service, timeout=60)

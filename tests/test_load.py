@@ -1,11 +1,17 @@
 """A burst of rooms through the real livekit-server, with real agent workers: every agent joins exactly once.
 
 `make test` runs a small burst; `make soak` runs it with SWITCHBOARD_LOAD_ROOMS=200.
+
+The sweeper runs beside the handler, as it does in production. It has real work
+under a burst: a worker too busy to answer livekit-server's job request within
+10 s loses that job, and LiveKit tells no one. The promise is that every agent
+still joins exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import uuid
@@ -15,21 +21,49 @@ import httpx
 import pytest
 from livekit import api
 
+from handler.pipeline import open_pipeline
+from handler.settings import Settings
+from handler.sweeper import Sweeper
 from tests.livekit_helpers import eventually, lk_api, log_json, named_dispatches
 from tests.webhooks import event, participant, signed_request
 
 pytestmark = pytest.mark.anyio
 ROOMS = int(os.environ.get("SWITCHBOARD_LOAD_ROOMS", "12"))
+# Worker processes per agent name; the soak spreads 400 agents over several.
+WORKERS = int(os.environ.get("SWITCHBOARD_LOAD_WORKERS", "1"))
 AGENTS = ("dispatcher", "driver")
 METADATA = json.dumps({"agents": [{"name": name} for name in AGENTS]})
 
 
 @pytest.fixture(scope="module")
 def workers(local_stack):
-    started = [local_stack.start_test_agent(name, name=f"load-{name}") for name in AGENTS]
+    started = [local_stack.start_test_agent(name, name=f"load-{name}-{i}", tag_dispatch=True)
+               for name in AGENTS for i in range(WORKERS)]
     yield
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+async def sweeping(local_stack, aws, monkeypatch):
+    """`switchboard sweep --every 2s`, in-process, for the length of a test."""
+    for key, value in local_stack.env.items():
+        monkeypatch.setenv(key, value)
+    # Past livekit-server's own 10 s wait for a worker to take a job.
+    settings = Settings(confirm_deadline_seconds=12, max_dispatch_attempts=5)
+    reports: list = []
+
+    async def loop(sweeper: Sweeper) -> None:
+        while True:
+            reports.append(await sweeper.sweep())
+            await asyncio.sleep(2)
+
+    async with open_pipeline(settings) as pipeline:
+        task = asyncio.create_task(loop(Sweeper(pipeline)))
+        yield reports
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def create_rooms(lk: api.LiveKitAPI, prefix: str) -> dict[str, str]:
@@ -51,7 +85,7 @@ async def all_joined(aws, prefix: str) -> list[dict] | None:
 
 
 async def check_exactly_once(local_stack, lk: api.LiveKitAPI, aws, rooms: dict[str, str], prefix: str) -> None:
-    records = await eventually(lambda: all_joined(aws, prefix), timeout=120 + ROOMS * 2, interval=2)
+    records = await eventually(lambda: all_joined(aws, prefix), timeout=180 + ROOMS * 2, interval=2)
     per_room = Counter((r["room_name"], r["agent_name"]) for r in records)
     assert set(per_room.values()) == {1} and len(per_room) == ROOMS * len(AGENTS)
     assert {r["status"] for r in records} == {"JOINED"}
@@ -83,7 +117,7 @@ async def delete_rooms(lk: api.LiveKitAPI, rooms: dict[str, str]) -> None:
     await asyncio.gather(*(delete(name) for name in rooms))
 
 
-async def test_a_burst_of_rooms_gets_every_agent_exactly_once(local_stack, aws, workers):
+async def test_a_burst_of_rooms_gets_every_agent_exactly_once(local_stack, aws, workers, sweeping):
     prefix = f"load-{uuid.uuid4().hex[:6]}"
     async with lk_api(local_stack.livekit_url) as lk:
         rooms = await create_rooms(lk, prefix)
@@ -93,7 +127,7 @@ async def test_a_burst_of_rooms_gets_every_agent_exactly_once(local_stack, aws, 
             await delete_rooms(lk, rooms)
 
 
-async def test_duplicate_and_out_of_order_deliveries_mixed_in(local_stack, aws, workers):
+async def test_duplicate_and_out_of_order_deliveries_mixed_in(local_stack, aws, workers, sweeping):
     """Beside LiveKit's own webhooks: a person's join arriving before room_started, copies of
     room_started (same id and fresh ids), and an agent join from some other dispatch."""
     prefix = f"mixed-{uuid.uuid4().hex[:6]}"

@@ -14,7 +14,7 @@ import math
 import os
 import signal
 
-from livekit.agents import AgentServer, JobContext, JobExecutorType
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobRequest
 
 logging.basicConfig(level=logging.INFO)
 
@@ -31,7 +31,16 @@ server = AgentServer(
 )
 
 
-@server.rtc_session(agent_name=os.environ["TEST_AGENT_NAME"])
+async def accept(request: JobRequest) -> None:
+    # Like Switchboard's own workers, optionally tag the participant with its dispatch,
+    # so the handler can match the join with certainty rather than by name.
+    attributes = {}
+    if os.environ.get("TEST_AGENT_TAG_DISPATCH") == "1":
+        attributes["switchboard.dispatch_id"] = request.job.dispatch_id
+    await request.accept(attributes=attributes)
+
+
+@server.rtc_session(agent_name=os.environ["TEST_AGENT_NAME"], on_request=accept)
 async def entrypoint(ctx: JobContext) -> None:
     await ctx.connect()
     done = asyncio.Event()
