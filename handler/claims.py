@@ -6,10 +6,11 @@ must claim the slot with a conditional write:
 
                  claim                 CreateDispatch ok           agent joins
     (no slot) ─────────▶ CLAIMED ─────────────────────▶ DISPATCHED ───────▶ JOINED
-                          │   ▲ lease expired / retry            │              │
-                          │   └──────── FAILED (retryable) ◀─────┘ room_finished│
-                          │ LiveKit said no                                ▼     ▼
-                          └────────────▶ FAILED (final)                    ENDED
+                          │   ▲ lease expired / retry     │   ▲              │   │
+                          │   └──── FAILED (retryable) ◀──┘   └ re-dispatch ─┘   │
+                          │                                  (never joined, or   │ room_finished
+                          │ LiveKit said no / attempts used   crashed: sweeper   ▼
+                          └────────────▶ FAILED (final)       and agent_left)  ENDED
 
     REJECTED: the policy refused the slot (allowlist, cap); never claimed.
 
@@ -105,8 +106,8 @@ class DispatchStore(Protocol):
         """Every slot of a room session, by slot key, read consistently."""
         ...
 
-    async def claim(self, planned: PlannedDispatch, event_id: str,
-                    existing: dict[str, Any] | None) -> Claim: ...
+    async def claim(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any] | None,
+                    *, redispatch: str | None = None) -> Claim: ...
 
     async def mark_dispatched(self, claim: Claim, dispatch_id: str, *, adopted: bool = False) -> None: ...
 
@@ -121,3 +122,9 @@ class DispatchStore(Protocol):
     async def end_room(self, room_sid: str) -> int: ...
 
     async def record_event(self, event_record: dict[str, Any]) -> None: ...
+
+    async def pending(self, days: int = 2) -> list[dict[str, Any]]:
+        """Every slot not yet settled: the sweeper's work list."""
+        ...
+
+    async def settle_failed(self, record: dict[str, Any], error: str) -> bool: ...
