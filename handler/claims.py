@@ -4,14 +4,17 @@ Modelled on AWS Lambda Powertools' idempotency utility. Every agent a room
 needs has one slot (table.dispatch_sk). Before anyone calls CreateDispatch, it
 must claim the slot with a conditional write:
 
-                 claim                 CreateDispatch ok           agent joins
-    (no slot) ─────────▶ CLAIMED ─────────────────────▶ DISPATCHED ───────▶ JOINED
-                          │   ▲ lease expired / retry     │   ▲              │   │
-                          │   └──── FAILED (retryable) ◀──┘   └ re-dispatch ─┘   │
-                          │                                  (never joined, or   │ room_finished
-                          │ LiveKit said no / attempts used   crashed: sweeper   ▼
-                          └────────────▶ FAILED (final)       and agent_left)  ENDED
+                claim                CreateDispatch ok              agent joins
+   (no slot) ────────▶ CLAIMED ─────────────────────▶ DISPATCHED ─────────────▶ JOINED
+                        │   ▲                              │                       │
+                        │   └─ taken over (back to CLAIMED) when: the lease        │
+                        │      expired, a retryable failure is re-delivered, the   │
+                        │      agent never joined (sweeper), or it crashed while   │
+                        │      people remain (agent_left) ◀────────────────────────┘
+                        ▼
+                      FAILED  final when LiveKit said no or the attempts are used up
 
+    room_finished ends every CLAIMED, DISPATCHED or JOINED slot: ENDED.
     REJECTED: the policy refused the slot (allowlist, cap); never claimed.
 
 A CLAIMED slot holds a lease. While it runs, other deliveries of the same event
