@@ -35,4 +35,4 @@ soak: setup
 	SWITCHBOARD_LOAD_ROOMS=200 SWITCHBOARD_LOAD_WORKERS=3 $(UV) run pytest --timeout 1800 tests/test_load.py
 
 bench: setup
-	$(UV) run python -m bench.webhook
+	$(UV) run python -m bench

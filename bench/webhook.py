@@ -1,43 +1,58 @@
-"""/webhook throughput and latency, beside a bare Starlette endpoint, in one run.
+"""/webhook throughput, latency and the handler's memory, beside a bare Starlette endpoint, in one run.
 
-    make bench            # or: uv run python -m bench.webhook --requests 2000 --concurrency 8
+    uv run python -m bench.webhook [--requests 2000] [--concurrency 8] [--rounds 3]
 
-Starts its own DynamoDB Local, livekit-server, handler and bare app on bench
-ports, drives each case with a fixed number of concurrent clients, and prints
-a Markdown table (and writes bench/results/webhook-<time>.json). A benchmark,
-not a test: nothing here asserts a time.
+Starts its own DynamoDB Local, livekit-server, handler, bare app and
+DynamoDB-less handler on bench ports, then drives each case with a fixed number
+of concurrent clients (aiohttp, keep-alive, in this process). The cases run
+round-robin, `--rounds` times, so load from anything else on the machine falls
+on all of them alike; a case's requests/s is its requests over its time summed
+across rounds, its percentiles are over every request. A benchmark, not a
+test: nothing here asserts a time.
 
 Cases:
-  bare       the bare Starlette endpoint: the floor for this machine
-  ignored    signed track_published events: verify, decide "ignore", record the event
-  duplicate  one room_started re-delivered: verify, load the room's slots, see DISPATCHED, record
-  first      a new room session each time: claim, CreateDispatch on livekit-server, mark DISPATCHED
+  bare       bench/bare_app.py: read the body, answer JSON. The floor for this machine
+  nostore    ignored events through the handler with the DynamoDB write taken out (bench/nostore_app.py):
+             the ceiling for the ignored path, i.e. verify + parse + decide + log
+  ignored    signed track_published events: verify, decide "ignore", record the event (one UpdateItem)
+  join       a person joins a room whose agent is already dispatched, the everyday repeat (room agents are
+             planned again on every human join): read the room's slots, see DISPATCHED, record (Query + UpdateItem)
+  duplicate  one room_started re-delivered: the claim's conditional transaction fails and returns the
+             DISPATCHED slot, record (failed TransactWriteItems + UpdateItem)
+  first      a new room session each time: claim (TransactWriteItems), CreateDispatch on livekit-server,
+             mark DISPATCHED, record (3 writes + 1 LiveKit call)
+
+The handler runs as deployed (`switchboard serve`, log level INFO) with a warm
+bytecode cache; its RSS is sampled at rest and during each case.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
-import platform
+import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
-from importlib import metadata
-from pathlib import Path
 
 import aiohttp
 from livekit import api
 
-from infra.stack import CACHE, ROOT, Ports, Stack, handler_env, http_ok, wait_until
-from tests.webhooks import event, signed_request
+from bench.common import (RssSampler, bytecode_env, cpu_seconds, header, loadavg, mib, pick_port, rss_kib,
+                          summary, write_result)
+from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, handler_env, http_ok, wait_until
+from tests.webhooks import event, participant, signed_request
 
-PORTS = Ports(livekit=37880, livekit_rtc_tcp=37881, livekit_udp_start=53000, livekit_udp_end=53100,
-              dynamodb=38000, handler=38080)
-BARE_PORT = 38090
+CASES = ("bare", "nostore", "ignored", "join", "duplicate", "first")
+
+
+def bench_ports() -> tuple[Ports, int, int]:
+    taken: set[int] = set()
+    ports = Ports(livekit=pick_port(37880, taken), livekit_rtc_tcp=pick_port(37881, taken), livekit_udp_start=53000,
+                  livekit_udp_end=53100, dynamodb=pick_port(38000, taken), handler=pick_port(38080, taken))
+    return ports, pick_port(38090, taken), pick_port(38091, taken)
 
 
 async def drive(url: str, requests: list[tuple[bytes, dict]], concurrency: int) -> dict:
@@ -59,78 +74,126 @@ async def drive(url: str, requests: list[tuple[bytes, dict]], concurrency: int) 
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "requests": len(latencies), "statuses": statuses, "seconds": round(elapsed, 3),
-        "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-    }
+    return {"latencies": latencies, "statuses": statuses, "seconds": elapsed}
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in ("starlette", "uvicorn", "livekit-api", "aioboto3"):
-        out[package] = metadata.version(package)
-    lk = subprocess.run([str(CACHE / "bin" / "livekit-server"), "--version"], capture_output=True, text=True)
-    out["livekit-server"] = lk.stdout.strip().rsplit(" ", 1)[-1]
-    out["dynamodb-local"] = (CACHE / "dynamodb").resolve().name.removeprefix("dynamodb-")
-    return out
+def combine(rounds: list[dict]) -> dict:
+    latencies = [x * 1000 for r in rounds for x in r["latencies"]]
+    statuses: dict[str, int] = {}
+    for r in rounds:
+        for code, count in r["statuses"].items():
+            statuses[str(code)] = statuses.get(str(code), 0) + count
+    seconds = sum(r["seconds"] for r in rounds)
+    stats = summary(latencies, 2)
+    return {"requests": len(latencies), "statuses": statuses, "seconds": round(seconds, 3),
+            "rps": round(len(latencies) / seconds, 1), "rps_by_round": [round(len(r["latencies"]) / r["seconds"], 1)
+                                                                       for r in rounds],
+            "p50_ms": stats["p50"], "p99_ms": stats["p99"]}
 
 
-async def run(n: int, concurrency: int) -> dict:
-    results: dict[str, dict] = {}
-    with Stack(PORTS, run_dir=CACHE / "run" / "bench") as stack:
-        env = handler_env(PORTS, SWITCHBOARD_LOG_LEVEL="WARNING")
-        stack.start_dynamodb()
+async def run(n: int, concurrency: int, rounds: int) -> dict:
+    ports, bare_port, nostore_port = bench_ports()
+    raw: dict[str, list[dict]] = {case: [] for case in CASES}
+    rss: dict[str, float] = {}
+    # CPU seconds each process spent on each case: where the time per request goes.
+    cpu: dict[str, dict[str, float]] = {case: {} for case in CASES}
+    with Stack(ports, run_dir=CACHE / "run" / "bench") as stack:
+        env = handler_env(ports) | bytecode_env()
+        dynamodb = stack.start_dynamodb()
         stack.create_table(env)
         # livekit-server's own webhooks go nowhere: the bench sends its own.
-        stack.start_livekit(webhook_urls=["http://127.0.0.1:9/unused"])
-        stack.start_handler(env)
+        livekit = stack.start_livekit(webhook_urls=["http://127.0.0.1:9/unused"])
+        handler = stack.start_handler(env)
         bare = stack.start_process("bare", [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port",
-                                            str(BARE_PORT), "--no-access-log", "--log-level", "warning"], {})
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{BARE_PORT}/healthz"), bare)
+                                            str(bare_port), "--no-access-log", "--log-level", "warning"],
+                                   bytecode_env())
+        nostore = stack.start_process("nostore", [sys.executable, "-m", "bench.nostore_app", "--port",
+                                                  str(nostore_port)], env)
+        for service, port in ((bare, bare_port), (nostore, nostore_port)):
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), service)
+        pid = handler.process.pid
+        rss["handler_started"] = mib(rss_kib(pid)[0])
+        rss["bare_started"] = mib(rss_kib(bare.process.pid)[0])
 
         room_name = f"bench-{uuid.uuid4().hex[:8]}"
-        async with api.LiveKitAPI(PORTS.livekit_url, "devkey", "secret") as lk:
+        async with api.LiveKitAPI(ports.livekit_url, DEV_API_KEY, DEV_API_SECRET) as lk:
             room = await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=600))
         meta = {"agents": [{"name": "driver"}]}
-        webhook = f"{PORTS.handler_url}/webhook"
-
+        urls = {"bare": f"http://127.0.0.1:{bare_port}/webhook", "nostore": f"http://127.0.0.1:{nostore_port}/webhook",
+                **{case: f"{ports.handler_url}/webhook" for case in ("ignored", "join", "duplicate", "first")}}
         ignored = [signed_request(event("track_published", room_name, room.sid)) for _ in range(n)]
         duplicate_one = signed_request(event("room_started", room_name, room.sid, meta))
-        firsts = [signed_request(event("room_started", room_name, f"RM_bench_{i}_{uuid.uuid4().hex[:6]}", meta))
-                  for i in range(n)]
+        joins = [signed_request(event("participant_joined", room_name, room.sid, meta,
+                                      participant=participant(f"person-{i}"))) for i in range(n)]
 
-        await drive(f"http://127.0.0.1:{BARE_PORT}/webhook", ignored[:200], concurrency)  # warm-up
-        results["bare"] = await drive(f"http://127.0.0.1:{BARE_PORT}/webhook", ignored, concurrency)
-        await drive(webhook, ignored[:200], concurrency)
-        results["ignored"] = await drive(webhook, ignored, concurrency)
-        await drive(webhook, [duplicate_one], 1)  # the one real dispatch
-        results["duplicate"] = await drive(webhook, [duplicate_one] * n, concurrency)
-        results["first"] = await drive(webhook, firsts, concurrency)
-    return results
+        def firsts(count: int = n) -> list[tuple[bytes, dict]]:
+            return [signed_request(event("room_started", room_name, f"RM_bench_{uuid.uuid4().hex[:10]}", meta))
+                    for _ in range(count)]
+
+        # Warm-up, not measured: every server's first requests (connection pools, lazy clients), and
+        # DynamoDB Local's JIT, which takes a few thousand requests to halve its CPU per write.
+        for case in ("bare", "nostore"):
+            await drive(urls[case], ignored[:200], concurrency)
+        await drive(urls["duplicate"], [duplicate_one], 1)  # the one real dispatch the repeats find
+        for _ in range(2):
+            await drive(urls["ignored"], ignored, concurrency)
+            await drive(urls["join"], joins[:500], concurrency)
+            await drive(urls["first"], firsts(300), concurrency)
+        rss["handler_at_rest"] = mib(rss_kib(pid)[0])
+        rss["bare_at_rest"] = mib(rss_kib(bare.process.pid)[0])
+
+        pids = {"server": 0, "dynamodb": dynamodb.process.pid, "livekit": livekit.process.pid, "client": os.getpid()}
+        for _ in range(rounds):
+            for case in CASES:
+                requests = {"bare": ignored, "nostore": ignored, "ignored": ignored, "join": joins,
+                            "duplicate": [duplicate_one] * n, "first": firsts() if case == "first" else []}[case]
+                pids["server"] = {"bare": bare, "nostore": nostore}.get(case, handler).process.pid
+                before = {name: cpu_seconds(p) for name, p in pids.items()}
+                with RssSampler(pid) as sampler:
+                    raw[case].append(await drive(urls[case], requests, concurrency))
+                for name, p in pids.items():
+                    cpu[case][name] = cpu[case].get(name, 0.0) + cpu_seconds(p) - before[name]
+                if case in ("ignored", "join", "duplicate", "first"):
+                    rss[f"handler_peak_{case}"] = max(rss.get(f"handler_peak_{case}", 0), mib(sampler.peak_kib))
+        rss["handler_after"] = mib(rss_kib(pid)[0])
+        rss["handler_hwm"] = mib(rss_kib(pid)[1])
+    results = {case: combine(raw[case]) for case in CASES}
+    for case, r in results.items():
+        r["cpu_ms_per_request"] = {name: round(seconds * 1000 / r["requests"], 3) for name, seconds in cpu[case].items()}
+    return {"results": results, "rss_mib": rss}
+
+
+def report(out: dict) -> str:
+    results = out["results"]
+    bare_rps = results["bare"]["rps"]
+    lines = ["| case | requests/s | of bare | p50 ms | p99 ms | CPU ms/request: server, DynamoDB Local, "
+             "livekit-server, load generator | statuses |", "|---|---|---|---|---|---|---|"]
+    for case, r in results.items():
+        c = r["cpu_ms_per_request"]
+        lines.append(f"| {case} | {r['rps']} | {r['rps'] / bare_rps:.1%} | {r['p50_ms']} | {r['p99_ms']} | "
+                     f"{c['server']:.2f}, {c['dynamodb']:.2f}, {c['livekit']:.2f}, {c['client']:.2f} | "
+                     f"{r['statuses']} |")
+    ratios = [i / b for i, b in zip(results["ignored"]["rps_by_round"], results["bare"]["rps_by_round"])]
+    lines.append(f"\nignored/bare by round: {', '.join(f'{x:.1%}' for x in ratios)} (median "
+                 f"{statistics.median(ratios):.1%})")
+    lines.append(f"RSS MiB: {json.dumps(out['rss_mib'])}")
+    return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per case per round")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    results = asyncio.run(run(args.requests, args.concurrency))
-    info = {"when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {subprocess.getoutput('nproc')} cores, "
-                       f"{platform.processor() or platform.uname().release}",
-            "versions": versions(), "requests": args.requests, "concurrency": args.concurrency,
-            "results": results}
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"webhook-{int(time.time())}.json").write_text(json.dumps(info, indent=2))
-    print(f"| case | requests/s | p50 ms | p99 ms | statuses |\n|---|---|---|---|---|")
-    for case, r in results.items():
-        print(f"| {case} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['statuses']} |")
-    print(f"\n{info['machine']}; {json.dumps(info['versions'])}; "
-          f"{args.requests} requests per case at concurrency {args.concurrency}")
+    info = header() | {"requests": args.requests, "concurrency": args.concurrency, "rounds": args.rounds}
+    info["webhook"] = asyncio.run(run(args.requests, args.concurrency, args.rounds))
+    info["loadavg_at_end"] = loadavg()
+    path = write_result("webhook", info)
+    print(report(info["webhook"]))
+    print(f"\n{json.dumps(info['machine'])}\n{json.dumps(info['versions'])}\n"
+          f"{args.requests} requests per case per round, {args.rounds} rounds, concurrency {args.concurrency}; "
+          f"results: {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
