@@ -1,9 +1,10 @@
 """Structured JSON logs and CloudWatch EMF metrics, both on stdout.
 
-Deliberately not aws-lambda-powertools: its Logger and Metrics would add their
-import time to every cold start for two small formats (see BENCHMARKS.md). EMF
-is a JSON line with an "_aws" block; CloudWatch turns it into metrics, and
-locally it is just another log line.
+Not aws-lambda-powertools' Logger and Metrics: measured, they would add only
+~4 ms to the handler's cold start (36 ms imported alone; BENCHMARKS.md), but the
+two formats are a few dozen lines, and a dependency less is one less thing in
+the function's bundle. EMF is a JSON line with an "_aws" block; CloudWatch turns
+it into metrics, and locally it is just another log line.
 """
 
 from __future__ import annotations
