@@ -5,15 +5,11 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 
 import httpx
 import pytest
-from livekit import api
 
-from handler.app import create_app
-from handler.settings import Settings
 from infra.stack import port_open
 from tests.conftest import SECOND_KEY, SECOND_SECRET, SPARE_HANDLER_PORTS
 from tests.livekit_helpers import assert_nothing_dispatched, lk_api, log_json, named_dispatches

@@ -6,7 +6,6 @@ import asyncio
 
 import httpx
 import pytest
-from livekit import api
 
 from tests.conftest import SECOND_HANDLER_PORT
 from tests.livekit_helpers import lk_api, log_json, named_dispatches

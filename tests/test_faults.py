@@ -8,11 +8,9 @@ record the next delivery or the sweeper finishes.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
-from livekit import api
 
 from handler.dynamo import DynamoStore
 from handler.pipeline import open_pipeline

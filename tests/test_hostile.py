@@ -12,7 +12,7 @@ import pytest
 
 from handler.app import create_app
 from handler.settings import Settings
-from tests.conftest import HOSTILE_HANDLER_PORT, SECOND_KEY, SECOND_SECRET
+from tests.conftest import HOSTILE_HANDLER_PORT, SECOND_KEY
 from tests.livekit_helpers import assert_nothing_dispatched, lk_api, log_json, named_dispatches
 from tests.webhooks import event, participant, signed_request
 
