@@ -83,9 +83,13 @@ def _from_attr(attr: dict[str, Any]) -> Any:
     raise TypeError(f"unexpected DynamoDB type {kind}")
 
 
+def _storable(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields DynamoDB will take: no None, and no empty string in an index key."""
+    return {k: v for k, v in record.items() if not (k in _INDEX_KEYS and v == "") and v is not None}
+
+
 def to_item(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: _to_attr(v) for k, v in record.items()
-            if not (k in _INDEX_KEYS and v == "") and v is not None}
+    return {k: _to_attr(v) for k, v in _storable(record).items()}
 
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -404,7 +408,7 @@ class DynamoStore:
         fields["last_received_at"] = iso(now)
         fields["record_type"] = "event"
         fields[TTL_ATTRIBUTE] = int(now + self._settings.event_retention_days * 86400)
-        fields = {k: v for k, v in fields.items() if not (k in _INDEX_KEYS and v == "") and v is not None}
+        fields = _storable(fields)
         names = {f"#{k}": k for k in fields} | {"#created_at": "created_at", "#day": "day"}
         try:
             await self._db.update_item(

@@ -68,14 +68,15 @@ class Sweeper:
     async def sweep(self) -> SweepReport:
         report = SweepReport()
         metrics = Metrics()
+        rooms = _LiveRooms(self.livekit)
         try:
             for record in await self.store.pending(self.settings.sweep_window_days):
                 try:
-                    await self._settle(record, report, metrics)
+                    await self._settle(record, report, metrics, rooms)
                 except (LiveKitError, StoreUnavailable) as exc:
                     report.errors.append(f"{record.get('sk')} in {record.get('room_name')}: {exc}")
             try:
-                await self._reconcile(report)
+                await self._reconcile(report, rooms)
             except LiveKitError as exc:
                 report.errors.append(f"reconcile: {exc}")
         finally:
@@ -86,7 +87,8 @@ class Sweeper:
 
     # --- 1. settle the work list -------------------------------------------------
 
-    async def _settle(self, record: dict[str, Any], report: SweepReport, metrics: Metrics) -> None:
+    async def _settle(self, record: dict[str, Any], report: SweepReport, metrics: Metrics,
+                      rooms: _LiveRooms) -> None:
         now = self.clock()
         status = record.get("status")
         attempts = int(record.get("attempts", 1))
@@ -103,7 +105,7 @@ class Sweeper:
         if now < _parse(record.get("dispatched_at")) + self._wait(attempts):
             return report.add("awaiting_join", record)
 
-        room = await self._live_room(record["room_name"])
+        room = await rooms.named(record["room_name"])
         if room is None or room.sid != record["room_sid"]:
             ended = await self.store.end_room(record["room_sid"])
             return report.add("room_gone", record, f"room session over; {ended} dispatch(es) ended")
@@ -133,16 +135,10 @@ class Sweeper:
     def _wait(self, attempts: int) -> float:
         return self.settings.confirm_deadline_seconds * 2 ** max(0, attempts - 1)
 
-    async def _live_room(self, room_name: str) -> Room | None:
-        try:
-            return next((r for r in await self.livekit.rooms() if r.name == room_name), None)
-        except LiveKitRejected:
-            return None
-
     # --- 2. reconcile active rooms -------------------------------------------
 
-    async def _reconcile(self, report: SweepReport) -> None:
-        for room in await self.livekit.rooms():
+    async def _reconcile(self, report: SweepReport, rooms: _LiveRooms) -> None:
+        for room in await rooms.all():
             if not room.metadata:
                 continue
             outcome = await self.pipeline.handle(
@@ -155,6 +151,28 @@ class Sweeper:
                     event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
                     participant=participant), source="sweep")
                 _count(report, outcome, room)
+
+
+class _LiveRooms:
+    """LiveKit's active rooms, listed once per sweep however many slots ask about them."""
+
+    def __init__(self, livekit: Any) -> None:
+        self._livekit = livekit
+        self._rooms: dict[str, Room] | None = None
+
+    async def all(self) -> list[Room]:
+        if self._rooms is None:
+            try:
+                listed = await self._livekit.rooms()
+            except LiveKitRejected:
+                listed = []
+            self._rooms = {room.name: room for room in listed}
+        return list(self._rooms.values())
+
+    async def named(self, room_name: str) -> Room | None:
+        await self.all()
+        assert self._rooms is not None
+        return self._rooms.get(room_name)
 
 
 def _count(report: SweepReport, outcome: Any, room: Room) -> None:
