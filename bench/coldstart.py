@@ -116,8 +116,8 @@ def interpreter(files: str) -> tuple[list[str], dict[str, str]]:
 
 def bench_ports() -> tuple[Ports, int]:
     taken: set[int] = set()
-    ports = Ports(livekit=pick_port(39780, taken), livekit_rtc_tcp=pick_port(39781, taken), livekit_udp_start=55600,
-                  livekit_udp_end=55699, dynamodb=pick_port(39700, taken), handler=pick_port(39710, taken))
+    ports = Ports(livekit=pick_port(39780, taken), livekit_rtc_tcp=pick_port(39781, taken), livekit_udp=pick_port(39782, taken),
+                  dynamodb=pick_port(39700, taken), handler=pick_port(39710, taken))
     return ports, pick_port(39720, taken)
 
 

@@ -50,8 +50,8 @@ CASES = ("bare", "nostore", "ignored", "join", "duplicate", "first")
 
 def bench_ports() -> tuple[Ports, int, int]:
     taken: set[int] = set()
-    ports = Ports(livekit=pick_port(37880, taken), livekit_rtc_tcp=pick_port(37881, taken), livekit_udp_start=53000,
-                  livekit_udp_end=53100, dynamodb=pick_port(38000, taken), handler=pick_port(38080, taken))
+    ports = Ports(livekit=pick_port(37880, taken), livekit_rtc_tcp=pick_port(37881, taken), livekit_udp=pick_port(37882, taken),
+                  dynamodb=pick_port(38000, taken), handler=pick_port(38080, taken))
     return ports, pick_port(38090, taken), pick_port(38091, taken)
 
 

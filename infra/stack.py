@@ -37,8 +37,9 @@ DEV_API_SECRET = "secret"
 class Ports:
     livekit: int = 7880
     livekit_rtc_tcp: int = 7881
-    livekit_udp_start: int = 50000
-    livekit_udp_end: int = 50200
+    # One UDP port carries every peer connection (ICE mux). A port range would give each
+    # peer connection its own port, and a burst of agents exhausts it: their joins time out.
+    livekit_udp: int = 7882
     dynamodb: int = 8000
     handler: int = 8080
 
@@ -103,17 +104,28 @@ class Service:
 
 
 def _die_with_parent() -> None:
-    # A killed test run or `make dev` must not leave servers holding its ports.
+    # A killed test run or `make dev` must not leave servers holding its ports. SIGKILL, because
+    # SIGTERM starts a graceful drain (livekit-server waits for its rooms, a worker for its jobs)
+    # and nobody is left to cut it short.
     import ctypes
 
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
+
+
+def udp_port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_until(check, service: Service, timeout: float = 60) -> None:
@@ -193,6 +205,8 @@ class Stack:
         for port in self._ports_of(argv):
             if port_open(port):
                 raise RuntimeError(f"{service.name}: port {port} is already in use (another stack running?)")
+        if "livekit-server" in argv and not udp_port_free(self.ports.livekit_udp):
+            raise RuntimeError(f"{service.name}: UDP port {self.ports.livekit_udp} is already in use")
         if service.log_path.exists():
             service.log_path.unlink()
         self.services.append(service.start())
@@ -224,8 +238,7 @@ class Stack:
     def livekit_config(self, webhook_urls: list[str], keys: Mapping[str, str] | None = None) -> Path:
         config = yaml.safe_load((INFRA / "livekit.yaml").read_text())
         config["port"] = self.ports.livekit
-        config["rtc"].update(tcp_port=self.ports.livekit_rtc_tcp, port_range_start=self.ports.livekit_udp_start,
-                             port_range_end=self.ports.livekit_udp_end)
+        config["rtc"].update(tcp_port=self.ports.livekit_rtc_tcp, udp_port=self.ports.livekit_udp)
         config["webhook"]["urls"] = webhook_urls
         if keys:
             config["keys"] = dict(keys)
