@@ -18,6 +18,7 @@ from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorTy
 
 from .config import AudioMode, WorkerSettings
 from .identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE, IdentityBook, identities_in_room
+from .joining import create_rtc_client, join_room
 from .persona import resolve_persona
 from .roster import Role, get_role
 
@@ -93,7 +94,7 @@ async def entrypoint(ctx: JobContext) -> None:
     if mode is AudioMode.REALTIME:
         from .realtime import run_realtime
 
-        await ctx.connect()
+        await join_room(ctx)
         await _until(disconnected, run_realtime(ctx, persona, settings))
         return
 
@@ -101,7 +102,7 @@ async def entrypoint(ctx: JobContext) -> None:
     from .espeak import EspeakTTS, espeak_voice
 
     # The drill subscribes to its counterpart's microphone alone.
-    await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
+    await join_room(ctx, auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
     vad = ctx.proc.userdata.get("vad") or load_vad()
     tts = EspeakTTS(voice=espeak_voice(persona.voice), binary=settings.espeak_binary)
     drill = Drill(ctx.room, persona, vad, tts)
@@ -144,6 +145,8 @@ def jobs_load(server: AgentServer, *, max_jobs: int) -> float:
 
 def build_server(settings: WorkerSettings, role: Role, requests: JobRequests) -> AgentServer:
     prepare(settings)
+    if JobExecutorType(settings.job_executor) is JobExecutorType.THREAD:
+        create_rtc_client()
     server = AgentServer(
         job_executor_type=JobExecutorType(settings.job_executor),
         load_threshold=settings.load_threshold,
