@@ -45,12 +45,12 @@ from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, 
 def bench_ports() -> tuple[Ports, int]:
     """The stack's ports (39000-39999, UDP 55000-55199) and the listener's."""
     taken: set[int] = set()
-    ports = Ports(livekit=pick_port(39880, taken), livekit_rtc_tcp=pick_port(39881, taken), livekit_udp_start=55000,
-                  livekit_udp_end=55199, dynamodb=pick_port(39800, taken), handler=pick_port(39080, taken))
+    ports = Ports(livekit=pick_port(39880, taken), livekit_rtc_tcp=pick_port(39881, taken), livekit_udp=pick_port(39882, taken),
+                  dynamodb=pick_port(39800, taken), handler=pick_port(39080, taken))
     return ports, pick_port(39090, taken)
 
 AGENT = "bench-agent"
-WORKER = ROOT / "tests" / "agents" / "silent_agent.py"
+WORKER = ["-m", "tests.agents.silent_agent"]  # run from ROOT
 MODES = ("switchboard", "livekit")
 
 
@@ -153,7 +153,7 @@ async def run(rooms: int, warmup: int, pause: float) -> dict:
         try:
             handler_url = f"{ports.handler_url}/webhook"
             stack.start_livekit(webhook_urls=[handler_url, f"http://127.0.0.1:{listener_port}/webhook"])
-            worker = stack.start_process("bench-agent", [sys.executable, str(WORKER)], bytecode_env() | {
+            worker = stack.start_process("bench-agent", [sys.executable, *WORKER], bytecode_env() | {
                 "LIVEKIT_URL": ports.livekit_url.replace("http", "ws"), "LIVEKIT_API_KEY": DEV_API_KEY,
                 "LIVEKIT_API_SECRET": DEV_API_SECRET, "TEST_AGENT_NAME": AGENT})
             # A dispatch made before the worker registers is lost: wait for it.

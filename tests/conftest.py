@@ -13,7 +13,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,7 @@ from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, Ports, Stack, aws_en
 # Shift every port to run two test sessions side by side on one machine.
 _OFFSET = int(os.environ.get("SWITCHBOARD_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = Ports(livekit=17880 + _OFFSET, livekit_rtc_tcp=17881 + _OFFSET,
-                   livekit_udp_start=51000 + _OFFSET * 3, livekit_udp_end=51200 + _OFFSET * 3,
+                   livekit_udp=17882 + _OFFSET,
                    dynamodb=18000 + _OFFSET, handler=18080 + _OFFSET)
 SECOND_HANDLER_PORT = 18081 + _OFFSET
 SPARE_HANDLER_PORTS = (18082 + _OFFSET, 18083 + _OFFSET)
@@ -31,7 +30,8 @@ HOSTILE_HANDLER_PORT = 18084 + _OFFSET
 FAULT_PORTS = tuple(18090 + _OFFSET + i for i in range(4))
 # A second signing key the handler accepts beside LiveKit's devkey (rotation, or a second project).
 SECOND_KEY, SECOND_SECRET = "rotatedkey", "a-second-secret-that-is-long-enough-for-hs256"
-TEST_AGENT = Path(__file__).parent / "agents" / "silent_agent.py"
+# Run as a module from the repository root: it shares worker.joining with the real workers.
+TEST_AGENT = ["-m", "tests.agents.silent_agent"]
 
 
 @dataclass
@@ -51,12 +51,17 @@ class LocalStack:
     def start_handler(self, port: int, name: str, **overrides: str):
         return self.stack.start_handler(self.env | overrides, port=port, name=name)
 
-    def start_test_agent(self, agent_name: str, name: str | None = None, *, tag_dispatch: bool = False):
-        """A livekit-agents worker registered as `agent_name` that joins and stays silent."""
+    def start_test_agent(self, agent_name: str, name: str | None = None, *, tag_dispatch: bool = False,
+                         max_joining: int = 0):
+        """A livekit-agents worker registered as `agent_name` that joins and stays silent.
+
+        `max_joining` > 0: at most that many of its agents join their rooms at once; the rest queue.
+        """
         env = {"LIVEKIT_URL": self.livekit_url.replace("http", "ws"), "LIVEKIT_API_KEY": DEV_API_KEY,
                "LIVEKIT_API_SECRET": DEV_API_SECRET, "TEST_AGENT_NAME": agent_name,
-               "TEST_AGENT_TAG_DISPATCH": "1" if tag_dispatch else "0"}
-        service = self.stack.start_process(name or f"agent-{agent_name}", [sys.executable, str(TEST_AGENT)], env)
+               "TEST_AGENT_TAG_DISPATCH": "1" if tag_dispatch else "0",
+               "TEST_AGENT_MAX_JOINING": str(max_joining)}
+        service = self.stack.start_process(name or f"agent-{agent_name}", [sys.executable, *TEST_AGENT], env)
         # A dispatch made before the worker registers is silently lost: wait for it.
         wait_until(lambda: "registered worker" in service.log_tail(200), service, timeout=60)
         return service
