@@ -32,7 +32,8 @@ test: setup
 
 # The long load run: 200 rooms x 2 agents through the real livekit-server (tests/test_load.py).
 soak: setup
-	SWITCHBOARD_LOAD_ROOMS=200 SWITCHBOARD_LOAD_WORKERS=3 $(UV) run pytest --timeout 1800 tests/test_load.py
+	SWITCHBOARD_LOAD_ROOMS=200 SWITCHBOARD_LOAD_WORKERS=3 SWITCHBOARD_LOAD_CONFIRM_DEADLINE=120 \
+		$(UV) run pytest --timeout 1800 tests/test_load.py
 
 bench: setup
 	$(UV) run python -m bench
