@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import re
+import signal
 import sys
 from collections import Counter
 import time
@@ -101,15 +102,23 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
 
     if not args.json:
         configure_logging(settings.log_level)
+    def show(report: Any) -> None:
+        if args.json:
+            print(json.dumps(report.as_dict()), flush=True)
+
     async with open_pipeline(settings) as pipeline:
         sweeper = Sweeper(pipeline)
-        while True:
+        if not args.every:
             report = await sweeper.sweep()
-            if args.json:
-                print(json.dumps(report.as_dict()), flush=True)
-            if not args.every:
-                return 1 if report.errors else 0
-            await asyncio.sleep(args.every)
+            show(report)
+            return 1 if report.errors else 0
+        # SIGTERM (a container stopping) or Ctrl-C ends the loop between passes.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await sweeper.run_every(args.every, stop, show)
+        return 0
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:

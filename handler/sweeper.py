@@ -18,6 +18,8 @@ claims:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -84,6 +86,18 @@ class Sweeper:
             metrics.flush()
         log.info("sweep done", extra=report.as_dict() | {"details": report.details[:50]})
         return report
+
+    async def run_every(self, interval: float, stop: asyncio.Event,
+                        on_report: Callable[[SweepReport], None] = lambda _: None) -> None:
+        """A pass every `interval` seconds until `stop` is set (`switchboard sweep --every`).
+
+        It ends on the event, not on cancellation alone: Python 3.11's wait_for, around
+        a sweep's timed calls, can swallow a cancel and leave the loop running.
+        """
+        while not stop.is_set():
+            on_report(await self.sweep())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     # --- 1. settle the work list -------------------------------------------------
 

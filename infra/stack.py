@@ -202,25 +202,24 @@ class Stack:
         # Another stack on the same ports would answer our readiness checks and
         # silently take our traffic: refuse to start on top of it.
         argv = " ".join(service.argv)
-        for port in self._ports_of(argv):
-            if port_open(port):
-                raise RuntimeError(f"{service.name}: port {port} is already in use (another stack running?)")
-        if "livekit-server" in argv and not udp_port_free(self.ports.livekit_udp):
-            raise RuntimeError(f"{service.name}: UDP port {self.ports.livekit_udp} is already in use")
+        for port, protocol in self._ports_of(argv):
+            if port_open(port) if protocol == "tcp" else not udp_port_free(port):
+                raise RuntimeError(f"{service.name}: {protocol.upper()} port {port} is already in use "
+                                   "(another stack running?)")
         if service.log_path.exists():
             service.log_path.unlink()
         self.services.append(service.start())
         return service
 
-    def _ports_of(self, argv: str) -> list[int]:
+    def _ports_of(self, argv: str) -> list[tuple[int, str]]:
         if "DynamoDBLocal" in argv or "ServerRunner" in argv:
-            return [self.ports.dynamodb]
+            return [(self.ports.dynamodb, "tcp")]
         if "livekit-server" in argv:
-            return [self.ports.livekit, self.ports.livekit_rtc_tcp]
+            return [(self.ports.livekit, "tcp"), (self.ports.livekit_rtc_tcp, "tcp"), (self.ports.livekit_udp, "udp")]
         if "toxiproxy" in argv:
-            return [int(argv.rsplit("-port", 1)[1].split()[0])]
+            return [(int(argv.rsplit("-port", 1)[1].split()[0]), "tcp")]
         if "handler.cli serve" in argv:
-            return [int(argv.rsplit("--port", 1)[1].split()[0])]
+            return [(int(argv.rsplit("--port", 1)[1].split()[0]), "tcp")]
         return []
 
     def start_dynamodb(self) -> Service:

@@ -69,22 +69,11 @@ async def sweeping(local_stack, aws, monkeypatch):
     settings = Settings(confirm_deadline_seconds=CONFIRM_DEADLINE, max_dispatch_attempts=5)
 
     stop = asyncio.Event()
-
-    async def loop(sweeper: Sweeper) -> None:
-        # Ends on `stop`, not on cancel alone: Python 3.11's wait_for, under the
-        # timeouts of a sweep's calls, can swallow a cancellation.
-        while not stop.is_set():
-            await sweeper.sweep()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2)
-
     async with open_pipeline(settings) as pipeline:
-        task = asyncio.create_task(loop(Sweeper(pipeline)))
+        task = asyncio.create_task(Sweeper(pipeline).run_every(2, stop))
         yield pipeline
         stop.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await task
 
 
 async def create_rooms(lk: api.LiveKitAPI, prefix: str) -> dict[str, str]:
@@ -170,14 +159,14 @@ async def check_exactly_once(pipeline: Pipeline, lk: api.LiveKitAPI, aws, worker
     assert shown_by_livekit == ROOMS * len(AGENTS)
 
     # The rooms are over: every slot ends, and nothing is left for the sweeper.
-    async def settled() -> list[dict] | None:
+    deadline = time.monotonic() + 120
+    while True:
         records = [r for r in log_json(aws, "--since", "30m", "--limit", "100000")
                    if r["room_name"].startswith(prefix)]
-        return records if Counter(r["status"] for r in records) == {"ENDED": ROOMS * len(AGENTS)} else None
-
-    deadline = time.monotonic() + 120
-    while (records := await settled()) is None:
-        assert time.monotonic() < deadline, Counter(r["status"] for r in log_json(aws, "--since", "30m"))
+        statuses = Counter(r["status"] for r in records)
+        if statuses == {"ENDED": ROOMS * len(AGENTS)}:
+            break
+        assert time.monotonic() < deadline, f"120 s after the rooms ended, their slots: {dict(statuses)}"
         await asyncio.sleep(3)
     per_slot = Counter((r["room_name"], r["agent_name"]) for r in records)
     assert set(per_slot.values()) == {1} and len(per_slot) == ROOMS * len(AGENTS)
