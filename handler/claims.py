@@ -9,12 +9,14 @@ must claim the slot with a conditional write:
                         │   ▲                              │                       │
                         │   └─ taken over (back to CLAIMED) when: the lease        │
                         │      expired, a retryable failure is re-delivered, the   │
-                        │      agent never joined (sweeper), or it crashed while   │
-                        │      people remain (agent_left) ◀────────────────────────┘
+                        │      agent never joined (sweeper), or it left without    │
+                        │      meaning to while the room still wants it ◀──────────┘
                         ▼
                       FAILED  final when LiveKit said no or the attempts are used up
 
     room_finished ends every CLAIMED, DISPATCHED or JOINED slot: ENDED.
+    A JOINED slot also ends when its agent leaves as intended, or leaves a room
+    that no longer wants it (see pipeline.Pipeline.replace_agent).
     REJECTED: the policy refused the slot (allowlist, cap); never claimed.
 
 A CLAIMED slot holds a lease. While it runs, other deliveries of the same event
@@ -52,7 +54,7 @@ RECORD_FIELDS = (
     "room_name", "room_sid", "agent_name", "status", "dispatch_id", "trigger", "rule",
     "participant_identity", "triggered_by", "agent_identity", "event_id", "attempts",
     "created_at", "updated_at", "claimed_at", "dispatched_at", "joined_at", "ended_at",
-    "failed_at", "rejected_at", "error", "reason", "job_metadata",
+    "failed_at", "rejected_at", "error", "reason", "redispatch_reason", "missing_since", "job_metadata",
 )
 
 
@@ -130,4 +132,10 @@ class DispatchStore(Protocol):
         """Every slot not yet settled: the sweeper's work list."""
         ...
 
-    async def settle_failed(self, record: dict[str, Any], error: str) -> bool: ...
+    async def settle(self, record: dict[str, Any], status: Status, reason: str) -> bool:
+        """Close a DISPATCHED or JOINED slot as FAILED or ENDED; False if it moved on since `record`."""
+        ...
+
+    async def mark_missing(self, record: dict[str, Any], seen_missing: bool) -> dict[str, Any] | None:
+        """Note (or clear) when a JOINED slot's agent was first found absent from its room."""
+        ...

@@ -144,7 +144,7 @@ async def _logs(settings: Settings, args: argparse.Namespace) -> int:
                    "status", "dispatch_id", "why"):
         table.add_column(column)
     for r in rows:
-        why = r["error"] or r["reason"]
+        why = r["error"] or r["reason"] or r["redispatch_reason"]
         table.add_row(r["created_at"], r["room_name"], r["agent_name"], r["participant_identity"],
                       r["trigger"], _styled(r["status"]), r["dispatch_id"], why)
     Console().print(table)

@@ -75,6 +75,16 @@ class LiveKitDispatcher:
 
         return list((await self._call(self._client().room.list_rooms(ListRoomsRequest()))).rooms)
 
+    async def room(self, room_name: str) -> Any | None:
+        """The room's current session, or None if it is not open.
+
+        ListParticipants can't tell: it answers an empty list for a room that doesn't exist.
+        """
+        from livekit.protocol.room import ListRoomsRequest
+
+        rooms = (await self._call(self._client().room.list_rooms(ListRoomsRequest(names=[room_name])))).rooms
+        return next((r for r in rooms if r.name == room_name), None)
+
     async def list(self, room_name: str) -> list[Any]:
         return list(await self._call(self._client().agent_dispatch.list_dispatch(room_name)))
 

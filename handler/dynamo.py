@@ -178,25 +178,65 @@ class DynamoStore:
                 ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE}, ExpressionAttributeValues=_values(day=day))
         return out
 
-    async def settle_failed(self, record: dict[str, Any], error: str) -> bool:
-        """A DISPATCHED slot whose agent never came, with no attempts left: FAILED, for good."""
+    async def settle(self, record: dict[str, Any], status: Status, reason: str) -> bool:
+        """Close a DISPATCHED or JOINED slot for good: FAILED (its agent never came, or left
+        with no attempts left) or ENDED (its agent left as intended, or isn't wanted any more).
+
+        Conditional on the slot being as `record` read it, so a slot someone has moved
+        on since (joined, taken over) is left alone and False comes back.
+        """
         now = iso(self._clock())
+        if status == Status.FAILED:
+            fields = "#status = :new, #why = :why, failed_at = :now, updated_at = :now, retryable = :no"
+            names = {"#why": "error"}
+        elif status == Status.ENDED:
+            fields = "#status = :new, #why = :why, ended_at = :now, updated_at = :now"
+            names = {"#why": "reason"}
+        else:
+            raise ValueError(f"a slot is settled as FAILED or ENDED, not {status}")
         try:
             await self._db.update_item(
                 TableName=self._table,
                 Key=to_item({PK: record[PK], SK: record[SK]}),
-                UpdateExpression=f"SET #status = :failed, #error = :error, failed_at = :now, updated_at = :now, "
-                                 f"retryable = :no REMOVE {PENDING_ATTRIBUTE}, lease_expires_at",
+                UpdateExpression=f"SET {fields} REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, missing_since",
                 ConditionExpression="#status = :old AND #owner = :owner",
-                ExpressionAttributeNames={"#status": "status", "#error": "error", "#owner": "owner"},
-                ExpressionAttributeValues=_values(failed=Status.FAILED.value, error=error[:2000], now=now, no=False,
-                                                  old=record.get("status", ""), owner=record.get("owner", "")),
+                ExpressionAttributeNames={"#status": "status", "#owner": "owner"} | names,
+                ExpressionAttributeValues=_values(
+                    new=status.value, why=reason[:2000], now=now, old=record.get("status", ""),
+                    owner=record.get("owner", ""), **({"no": False} if status == Status.FAILED else {})),
             )
         except Exception as exc:
             if _condition_failed(exc):
                 return False
             raise _unavailable(exc) from exc
         return True
+
+    async def mark_missing(self, record: dict[str, Any], seen_missing: bool) -> dict[str, Any] | None:
+        """Note, or clear, that a JOINED slot's agent is not in its room (the sweeper's check).
+
+        Returns the slot as it now stands; None if it was no longer the JOINED slot read.
+        The first sighting is kept: how long an agent has been missing is what counts.
+        """
+        now = self._clock()
+        update = ("SET missing_since = if_not_exists(missing_since, :now)" if seen_missing
+                  else "REMOVE missing_since")
+        try:
+            response = await self._db.update_item(
+                TableName=self._table,
+                Key=to_item({PK: record[PK], SK: record[SK]}),
+                UpdateExpression=update,
+                ConditionExpression="#status = :joined AND #owner = :owner AND agent_identity = :ident",
+                ExpressionAttributeNames={"#status": "status", "#owner": "owner"},
+                ExpressionAttributeValues=_values(joined=Status.JOINED.value, owner=record.get("owner", ""),
+                                                  ident=record.get("agent_identity", ""),
+                                                  **({"now": now} if seen_missing else {})),
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as exc:
+            if _condition_failed(exc):
+                return None
+            raise _unavailable(exc) from exc
+        return from_item(response["Attributes"])
 
     async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
         """Every event and dispatch record of a room name, oldest first."""
@@ -217,11 +257,15 @@ class DynamoStore:
         sweeper's way to replace a dispatch whose agent never came or left.
         """
         # Bounded: each turn either wins, raises, or saw the slot change under it.
-        for _ in range(5):
+        for turn in range(5):
             if existing is None:
                 claim, existing = await self._claim_new(planned, event_id)
             else:
-                claim, existing = await self._take_over(planned, event_id, existing, redispatch)
+                # A re-dispatch replaces the slot as the caller read it. If it changed since
+                # (the agent joined after all, or another sweep or webhook replaced it
+                # first), that news wins: it is judged as any delivery's would be.
+                claim, existing = await self._take_over(planned, event_id, existing,
+                                                        redispatch if turn == 0 else None)
             if claim is not None:
                 return claim
         raise ClaimInProgress(planned.slot, existing, "the slot kept changing under concurrent claims")
@@ -293,7 +337,7 @@ class DynamoStore:
                 UpdateExpression="SET #status = :claimed, #owner = :owner, lease_expires_at = :lease, "
                                  "attempts = :attempts, claimed_at = :now, updated_at = :now, event_id = :event, "
                                  "#trigger = :trigger, job_metadata = :job, #pending = :day"
-                                 + (", redispatch_reason = :why" if redispatch else "") + " REMOVE retryable",
+                                 + (", redispatch_reason = :why" if redispatch else "") + " REMOVE retryable, missing_since",
                 # Optimistic: only if nobody moved the slot since we read it.
                 ConditionExpression="#status = :old_status AND #owner = :old_owner",
                 ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger",
@@ -364,7 +408,7 @@ class DynamoStore:
                 TableName=self._table,
                 Key=to_item({PK: room_pk(room_sid), SK: slot}),
                 UpdateExpression="SET #status = :joined, joined_at = :now, updated_at = :now, agent_identity = :ident "
-                                 f"REMOVE {PENDING_ATTRIBUTE}, lease_expires_at",
+                                 f"REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, missing_since",
                 # Only a recorded dispatch can be joined: a CLAIMED slot's owner is still writing its id.
                 ConditionExpression="#status = :dispatched",
                 ExpressionAttributeNames={"#status": "status"},

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.protocol.models import DisconnectReason, ParticipantInfo
+from livekit.protocol.models import DisconnectReason, ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
 from .claims import (
@@ -46,10 +46,12 @@ from .table import event_sk, room_pk
 
 log = logging.getLogger("switchboard")
 
-# An agent that leaves for one of these reasons meant to, or the room is going away.
+# An agent that leaves for one of these reasons meant to, or was sent away, or the
+# room is going away: its slot ends. Any other reason (a crash, a lost connection)
+# and the room may get it back.
 INTENDED_LEAVES = frozenset({
     DisconnectReason.CLIENT_INITIATED, DisconnectReason.ROOM_DELETED, DisconnectReason.ROOM_CLOSED,
-    DisconnectReason.PARTICIPANT_REMOVED, DisconnectReason.DUPLICATE_IDENTITY,
+    DisconnectReason.PARTICIPANT_REMOVED,
 })
 
 
@@ -267,7 +269,7 @@ class Pipeline:
         return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
 
     async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
-        """An agent left: if people are still there and the room still wants it, dispatch it again."""
+        """An agent left: its slot ends if it meant to, else the room may get it back."""
         identity = decision.agent_identity
         slots = await self.store.load_slots(event.room.sid) if event.room.sid else {}
         record = next((r for r in slots.values() if r.get("agent_identity") == identity
@@ -275,36 +277,64 @@ class Pipeline:
         if record is None:
             return Outcome(decision, note=f"{identity} held no joined Switchboard dispatch")
         reason = DisconnectReason.Name(event.participant.disconnect_reason)
+        if event.participant.disconnect_reason == DisconnectReason.DUPLICATE_IDENTITY:
+            return Outcome(decision, note=f"{identity} reconnected under the same identity; its slot stands")
         if event.participant.disconnect_reason in INTENDED_LEAVES:
-            return Outcome(decision, note=f"{identity} left as intended ({reason}); not re-dispatched")
-        planned = planned_from_record(record, trigger="agent_left")
-        if not self._still_wanted(event, planned):
-            return Outcome(decision, note=f"the room's metadata no longer asks for {planned.slot}")
-        try:
-            present = await self.livekit.participants(event.room.name)
-        except LiveKitUnavailable as exc:
-            return Outcome(decision, [SlotResult(planned.slot, "unconfirmed", retry=True, detail=str(exc))])
-        except LiveKitRejected:
-            present = []  # the room is gone
-        people = [p for p in present if p.kind != ParticipantInfo.Kind.AGENT]
-        if planned.participant_identity and planned.participant_identity not in {p.identity for p in people}:
-            return Outcome(decision, note=f"{planned.participant_identity} is gone too; not re-dispatched")
-        if not people:
-            return Outcome(decision, note="nobody is left in the room; not re-dispatched")
-        if int(record.get("attempts", 1)) >= self.settings.max_dispatch_attempts:
-            return Outcome(decision, note=f"{planned.slot} already used its {self.settings.max_dispatch_attempts} attempts")
-        result = await self.dispatch_slot(planned, record, event_id_of(event), metrics,
-                                          redispatch=f"agent {identity} left ({reason}) while people were in the room")
+            why = f"agent {identity} left as intended ({reason})"
+            settled = await self.store.settle(record, Status.ENDED, why)
+            return Outcome(decision, [SlotResult(record["sk"], "ended" if settled else "duplicate", detail=why)])
+        result = await self.replace_agent(record, f"agent {identity} left ({reason})", event_id_of(event), metrics)
         return Outcome(decision, [result])
 
-    def _still_wanted(self, event: WebhookEvent, planned: PlannedDispatch) -> bool:
-        probe = WebhookEvent(event="room_started", room=event.room)
-        if planned.rule is Rule.ON_PARTICIPANT_JOINED:
-            probe = WebhookEvent(event="participant_joined", room=event.room,
-                                 participant=ParticipantInfo(identity=planned.triggered_by or planned.participant_identity,
-                                                             kind=ParticipantInfo.Kind.STANDARD))
-        decision = decide(probe, self.routing, self.settings)
-        return any(p.slot == planned.slot for p in decision.planned)
+    async def replace_agent(self, record: dict[str, Any], why: str, event_id: str, metrics: Metrics) -> SlotResult:
+        """A JOINED slot's agent is gone without meaning to go: dispatch it again if the room still wants it.
+
+        A room's own agent is wanted for as long as its room session is open, people or
+        not: a room made ahead of its callers is waiting for them. An agent a participant
+        brought is wanted while that participant is there (or, for a per-room rule,
+        while anyone is). Bounded by max_dispatch_attempts. Whatever is decided is written
+        on the slot, so it never stays JOINED with its agent gone.
+        """
+        planned = planned_from_record(record, trigger="agent_left")
+        slot = planned.slot
+        try:
+            room = await self.livekit.room(planned.room_name)
+            present = ([] if room is None or planned.rule is Rule.AGENTS
+                       else await self.livekit.participants(planned.room_name))
+        except LiveKitUnavailable as exc:
+            return SlotResult(slot, "unconfirmed", retry=True, detail=str(exc))
+        except LiveKitRejected as exc:
+            return SlotResult(slot, "unconfirmed", detail=str(exc))
+        if room is None or room.sid != planned.room_sid:
+            not_wanted = "the room session is over"
+        else:
+            not_wanted = self._why_not_wanted(room, planned, present)
+        if not_wanted:
+            settled = await self.store.settle(record, Status.ENDED, f"{why}; not dispatched again: {not_wanted}")
+            return SlotResult(slot, "ended" if settled else "duplicate", detail=f"{why}; {not_wanted}")
+        attempts = int(record.get("attempts", 1))
+        if attempts >= self.settings.max_dispatch_attempts:
+            if await self.store.settle(record, Status.FAILED, f"{why}; gave up after {attempts} attempt(s)"):
+                metrics.add("DispatchFailures", 1)
+            return SlotResult(slot, "failed", detail=f"{why}; no attempts left")
+        return await self.dispatch_slot(planned, record, event_id, metrics, redispatch=why)
+
+    def _why_not_wanted(self, room: Room, planned: PlannedDispatch, present: list[ParticipantInfo]) -> str:
+        """Why the room no longer wants the slot; "" while its metadata (and, for a
+        participant rule, someone there now) still asks for it."""
+        if planned.rule is Rule.AGENTS:
+            probes = [WebhookEvent(event="room_started", room=room)]
+        else:
+            # The rule decides again on the people there now, with their real kinds.
+            people = [p for p in present if p.kind != ParticipantInfo.Kind.AGENT
+                      and (not planned.participant_identity or p.identity == planned.participant_identity)]
+            if not people:
+                return f"{planned.participant_identity} has left too" if planned.participant_identity \
+                    else "nobody is left in the room"
+            probes = [WebhookEvent(event="participant_joined", room=room, participant=p) for p in people]
+        if any(p.slot == planned.slot for probe in probes for p in decide(probe, self.routing, self.settings).planned):
+            return ""
+        return f"the room's metadata no longer asks for {planned.slot}"
 
     # --- the event record ---------------------------------------------------
 

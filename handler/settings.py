@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # A dispatch whose agent has not joined by then is re-dispatched, with the
     # wait doubling for each attempt, up to max_dispatch_attempts.
     confirm_deadline_seconds: float = Field(default=15.0, gt=0)
+    # A joined agent the sweeper finds missing from its room is replaced only after
+    # this long: past LiveKit's 30 s limit on a queued webhook, its participant_left
+    # has either been handled or will never come.
+    missing_agent_grace_seconds: float = Field(default=45.0, gt=0)
     # How far back the sweeper looks for slots that never settled.
     sweep_window_days: int = Field(default=2, ge=1)
 

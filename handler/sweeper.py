@@ -13,7 +13,10 @@ claims:
      the slot is FAILED with the reason ("no worker registered for agent_name X").
 2. Reconcile: every active room's metadata and participants are replayed
    through the same pipeline, so a room whose room_started or participant_joined
-   webhook was dropped still gets its agents.
+   webhook was dropped still gets its agents. A JOINED slot whose agent is no
+   longer in the room, still JOINED a grace period after it was first found
+   missing, lost its participant_left webhook: it goes where that webhook would
+   have sent it (Pipeline.replace_agent).
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class Sweeper:
                 except (LiveKitError, StoreUnavailable) as exc:
                     report.errors.append(f"{record.get('sk')} in {record.get('room_name')}: {exc}")
             try:
-                await self._reconcile(report, rooms)
+                await self._reconcile(report, rooms, metrics)
             except LiveKitError as exc:
                 report.errors.append(f"reconcile: {exc}")
         finally:
@@ -134,7 +137,7 @@ class Sweeper:
 
         why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds)
         if attempts >= self.settings.max_dispatch_attempts:
-            if await self.store.settle_failed(record, f"{why}; gave up after {attempts} attempt(s)"):
+            if await self.store.settle(record, Status.FAILED, f"{why}; gave up after {attempts} attempt(s)"):
                 metrics.add("DispatchFailures", 1)
             return report.add("failed", record, why)
         await self._dispatch_again(record, report, metrics, redispatch=why)
@@ -151,20 +154,43 @@ class Sweeper:
 
     # --- 2. reconcile active rooms -------------------------------------------
 
-    async def _reconcile(self, report: SweepReport, rooms: _LiveRooms) -> None:
+    async def _reconcile(self, report: SweepReport, rooms: _LiveRooms, metrics: Metrics) -> None:
         for room in await rooms.all():
             if not room.metadata:
                 continue
             outcome = await self.pipeline.handle(
                 WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source="sweep")
             _count(report, outcome, room)
-            for participant in await self.livekit.participants(room.name):
+            participants = await self.livekit.participants(room.name)
+            for participant in participants:
                 if participant.kind == ParticipantInfo.Kind.AGENT:
                     continue
                 outcome = await self.pipeline.handle(WebhookEvent(
                     event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
                     participant=participant), source="sweep")
                 _count(report, outcome, room)
+            await self._find_missing_agents(room, {p.identity for p in participants}, report, metrics)
+
+    async def _find_missing_agents(self, room: Room, present: set[str], report: SweepReport,
+                                   metrics: Metrics) -> None:
+        for record in (await self.store.load_slots(room.sid)).values():
+            if record.get("status") != Status.JOINED:
+                continue
+            if record.get("agent_identity") in present:
+                if "missing_since" in record:  # back (or only slow to be listed): start over
+                    await self.store.mark_missing(record, seen_missing=False)
+                continue
+            noted = await self.store.mark_missing(record, seen_missing=True)
+            if noted is None:
+                continue  # moved on since it was read: its webhook got there first
+            missing_for = self.clock() - float(noted["missing_since"])
+            if missing_for < self.settings.missing_agent_grace_seconds:
+                report.add("agent_missing", noted, f"{noted.get('agent_identity')} not in the room for {missing_for:.0f} s")
+                continue
+            result = await self.pipeline.replace_agent(
+                noted, f"agent {noted.get('agent_identity')} left the room and its participant_left webhook "
+                       f"never came", f"sweep-{int(self.clock())}", metrics)
+            report.add(f"missing_agent_{result.result}", noted, result.detail)
 
 
 class _LiveRooms:
