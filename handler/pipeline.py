@@ -269,31 +269,54 @@ class Pipeline:
         return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
 
     async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
-        """An agent left: its slot ends if it meant to, else the room may get it back."""
+        """An agent left (or its connection aborted): its slot ends if it meant to, else the room may get it back."""
         identity = decision.agent_identity
-        slots = await self.store.load_slots(event.room.sid) if event.room.sid else {}
-        record = next((r for r in slots.values() if r.get("agent_identity") == identity
-                       and r.get("status") == Status.JOINED), None)
-        if record is None:
-            return Outcome(decision, note=f"{identity} held no joined Switchboard dispatch")
         reason = DisconnectReason.Name(event.participant.disconnect_reason)
         if event.participant.disconnect_reason == DisconnectReason.DUPLICATE_IDENTITY:
             return Outcome(decision, note=f"{identity} reconnected under the same identity; its slot stands")
+        try:
+            record = await self._slot_of_agent(event, decision)
+        except LiveKitUnavailable as exc:
+            return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
+        if record is None:
+            return Outcome(decision, note=f"{identity} held no open Switchboard dispatch")
         if event.participant.disconnect_reason in INTENDED_LEAVES:
             why = f"agent {identity} left as intended ({reason})"
             settled = await self.store.settle(record, Status.ENDED, why)
             return Outcome(decision, [SlotResult(record["sk"], "ended" if settled else "duplicate", detail=why)])
-        result = await self.replace_agent(record, f"agent {identity} left ({reason})", event_id_of(event), metrics)
+        how = "left" if event.event == "participant_left" else "could not connect"
+        result = await self.replace_agent(record, f"agent {identity} {how} ({reason})", event_id_of(event), metrics)
         return Outcome(decision, [result])
 
+    async def _slot_of_agent(self, event: WebhookEvent, decision: Decision) -> dict[str, Any] | None:
+        """The slot whose agent this is: JOINED under its identity or, if its join was never
+        confirmed (a connection that aborted), DISPATCHED to the job LiveKit says it is."""
+        if not event.room.sid:
+            return None
+        slots = await self.store.load_slots(event.room.sid)
+        identity = decision.agent_identity
+        joined = next((r for r in slots.values() if r.get("agent_identity") == identity
+                       and r.get("status") == Status.JOINED), None)
+        if joined is not None:
+            return joined
+        waiting = [r for r in slots.values() if r.get("status") == Status.DISPATCHED
+                   and r.get("agent_name") == decision.agent_name]
+        if not waiting:
+            return None
+        try:
+            dispatch_id = await self.livekit.dispatch_of_participant(event.room.name, decision.agent_name, identity)
+        except LiveKitRejected:
+            return None
+        return next((r for r in waiting if dispatch_id and r.get("dispatch_id") == dispatch_id), None)
+
     async def replace_agent(self, record: dict[str, Any], why: str, event_id: str, metrics: Metrics) -> SlotResult:
-        """A JOINED slot's agent is gone without meaning to go: dispatch it again if the room still wants it.
+        """A slot's agent is gone without meaning to go: dispatch it again if the room still wants it.
 
         A room's own agent is wanted for as long as its room session is open, people or
         not: a room made ahead of its callers is waiting for them. An agent a participant
         brought is wanted while that participant is there (or, for a per-room rule,
         while anyone is). Bounded by max_dispatch_attempts. Whatever is decided is written
-        on the slot, so it never stays JOINED with its agent gone.
+        on the slot, so it never waits on an agent that is gone.
         """
         planned = planned_from_record(record, trigger="agent_left")
         slot = planned.slot

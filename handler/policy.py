@@ -116,6 +116,12 @@ class Decision:
         return out
 
 
+# participant_connection_aborted is LiveKit's participant_left for a participant that
+# never finished connecting. For an agent it matters as much: LiveKit ends the job of
+# an agent participant that leaves, however far it got, even if its SDK then connects again.
+AGENT_EVENTS = frozenset({"participant_joined", "participant_left", "participant_connection_aborted"})
+
+
 def participant_kind(participant: ParticipantInfo) -> str:
     return _KIND_NAMES.get(participant.kind, f"kind_{participant.kind}")
 
@@ -129,14 +135,14 @@ def decide(event: WebhookEvent, routing: Routing, settings: Settings, *, trigger
     if kind == "room_finished":
         return Decision(Action.END_ROOM, "room finished: open dispatches end")
 
-    if kind in ("participant_joined", "participant_left") and event.participant.kind == ParticipantInfo.Kind.AGENT:
+    if kind in AGENT_EVENTS and event.participant.kind == ParticipantInfo.Kind.AGENT:
         # An agent's own join never triggers a dispatch (it would loop); it confirms one.
         name = event.participant.attributes.get(AGENT_NAME_ATTRIBUTE, "")
         if kind == "participant_joined":
             return Decision(Action.CONFIRM_JOIN, "an agent joined: it confirms its dispatch and triggers none",
                             agent_name=name, agent_identity=event.participant.identity)
-        return Decision(Action.AGENT_LEFT, "an agent left: dispatched again only if it crashed while people remain",
-                        agent_name=name, agent_identity=event.participant.identity)
+        return Decision(Action.AGENT_LEFT, "an agent left: its slot ends if it meant to, else it is dispatched "
+                        "again while the room wants it", agent_name=name, agent_identity=event.participant.identity)
 
     if kind not in ("room_started", "participant_joined"):
         return Decision(Action.IGNORE, f"{kind or 'unnamed'} events do not dispatch agents")

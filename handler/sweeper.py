@@ -158,18 +158,25 @@ class Sweeper:
         for room in await rooms.all():
             if not room.metadata:
                 continue
-            outcome = await self.pipeline.handle(
-                WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source="sweep")
+            try:
+                await self._reconcile_room(room, report, metrics)
+            except (LiveKitError, StoreUnavailable) as exc:
+                # One room that can't be read now must not keep the sweep from the rest.
+                report.errors.append(f"reconcile {room.name}: {exc}")
+
+    async def _reconcile_room(self, room: Room, report: SweepReport, metrics: Metrics) -> None:
+        outcome = await self.pipeline.handle(
+            WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source="sweep")
+        _count(report, outcome, room)
+        participants = await self.livekit.participants(room.name)
+        for participant in participants:
+            if participant.kind == ParticipantInfo.Kind.AGENT:
+                continue
+            outcome = await self.pipeline.handle(WebhookEvent(
+                event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
+                participant=participant), source="sweep")
             _count(report, outcome, room)
-            participants = await self.livekit.participants(room.name)
-            for participant in participants:
-                if participant.kind == ParticipantInfo.Kind.AGENT:
-                    continue
-                outcome = await self.pipeline.handle(WebhookEvent(
-                    event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
-                    participant=participant), source="sweep")
-                _count(report, outcome, room)
-            await self._find_missing_agents(room, {p.identity for p in participants}, report, metrics)
+        await self._find_missing_agents(room, {p.identity for p in participants}, report, metrics)
 
     async def _find_missing_agents(self, room: Room, present: set[str], report: SweepReport,
                                    metrics: Metrics) -> None:

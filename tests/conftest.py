@@ -52,15 +52,16 @@ class LocalStack:
         return self.stack.start_handler(self.env | overrides, port=port, name=name)
 
     def start_test_agent(self, agent_name: str, name: str | None = None, *, tag_dispatch: bool = False,
-                         max_joining: int = 0):
+                         max_joining: int = 0, join_delay: float = 0):
         """A livekit-agents worker registered as `agent_name` that joins and stays silent.
 
         `max_joining` > 0: at most that many of its agents join their rooms at once; the rest queue.
+        `join_delay`: seconds each accepted job waits before it joins.
         """
         env = {"LIVEKIT_URL": self.livekit_url.replace("http", "ws"), "LIVEKIT_API_KEY": DEV_API_KEY,
                "LIVEKIT_API_SECRET": DEV_API_SECRET, "TEST_AGENT_NAME": agent_name,
                "TEST_AGENT_TAG_DISPATCH": "1" if tag_dispatch else "0",
-               "TEST_AGENT_MAX_JOINING": str(max_joining)}
+               "TEST_AGENT_MAX_JOINING": str(max_joining), "TEST_AGENT_JOIN_DELAY": str(join_delay)}
         service = self.stack.start_process(name or f"agent-{agent_name}", [sys.executable, *TEST_AGENT], env)
         # A dispatch made before the worker registers is silently lost: wait for it.
         wait_until(lambda: "registered worker" in service.log_tail(200), service, timeout=60)

@@ -222,3 +222,44 @@ async def test_a_leave_handled_by_the_webhook_and_the_sweeper_at_once_is_replace
     await eventually(lambda: slot(aws, room.name)["status"] == "DISPATCHED")
     assert await room.dispatch_ids() == [slot(aws, room.name)["dispatch_id"]]
     assert webhook.status_code in (200, 503) and swept.result in ("redispatched", "duplicate", "in_progress")
+
+
+async def test_an_agent_whose_connection_aborts_is_dispatched_again(local_stack, aws, room_name):
+    """LiveKit ends the job of an agent participant that leaves, however far it got: the slot
+    is replaced on the participant_connection_aborted webhook, before the agent ever joined.
+
+    The abort itself is signed here (the soak produces it for real under load); the job,
+    its assignment, the stale dispatch's deletion and the new agent's join are real.
+    """
+    worker = local_stack.start_test_agent("translator", name="agent-translator-slow", tag_dispatch=True,
+                                          join_delay=15)
+    try:
+        async with lk_api(local_stack.livekit_url) as lk, httpx.AsyncClient(timeout=30) as client:
+            info = await lk.room.create_room(api.CreateRoomRequest(
+                name=room_name, metadata=json.dumps(ROOM_AGENT), empty_timeout=120))
+            room = Room(local_stack, aws, lk, client, info)
+
+            async def assigned_job():
+                return next((j.state.participant_identity for d in await named_dispatches(lk, room_name)
+                             for j in d.state.jobs if j.state.participant_identity), None)
+
+            doomed = await eventually(assigned_job, timeout=30)
+            first = slot(aws, room_name)
+            assert first["status"] == "DISPATCHED"
+            aborted = participant(doomed, "agent", {"lk.agent_name": "translator"}) | {
+                "disconnectReason": "SIGNAL_CLOSE"}
+            response = await room.send(event("participant_connection_aborted", room_name, info.sid, ROOM_AGENT,
+                                              participant=aborted))
+            assert response.status_code == 200, response.text
+
+            replaced = slot(aws, room_name)
+            assert replaced["attempts"] == 2 and replaced["dispatch_id"] != first["dispatch_id"]
+            assert replaced["redispatch_reason"] == f"agent {doomed} could not connect (SIGNAL_CLOSE)"
+            joined = await eventually(lambda: (r := slot(aws, room_name)).get("status") == "JOINED" and r, timeout=60)
+            assert joined["agent_identity"] != doomed
+            assert await room.dispatch_ids() == [joined["dispatch_id"]]
+            people = (await lk.room.list_participants(api.ListParticipantsRequest(room=room_name))).participants
+            assert [p.identity for p in people if p.attributes.get("lk.agent_name")] == [joined["agent_identity"]]
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+    finally:
+        worker.stop()

@@ -76,8 +76,14 @@ async def accept(request: JobRequest) -> None:
     await request.accept(attributes=attributes)
 
 
+# Seconds an accepted job waits before joining: a window in which LiveKit has assigned
+# the job (and named its participant) but nobody is in the room yet.
+JOIN_DELAY = float(os.environ.get("TEST_AGENT_JOIN_DELAY", "0"))
+
+
 @server.rtc_session(agent_name=os.environ["TEST_AGENT_NAME"], on_request=accept)
 async def entrypoint(ctx: JobContext) -> None:
+    await asyncio.sleep(JOIN_DELAY)
     async with gate.turn():
         await join_room(ctx)
     done = asyncio.Event()
