@@ -68,6 +68,15 @@ def test_an_agent_joining_never_dispatches_it_confirms():
     assert (d.agent_name, d.agent_identity) == ("driver", "agent-1")
 
 
+def test_an_agent_leaving_or_failing_to_connect_is_a_departure_a_person_leaving_is_not():
+    meta = {"agents": [{"name": "driver"}]}
+    agent = participant("agent-1", "agent", {"lk.agent_name": "driver"})
+    for kind in ("participant_left", "participant_connection_aborted"):
+        d = decide(ev(kind, meta, agent), ROUTING, SETTINGS)
+        assert d.action is Action.AGENT_LEFT and (d.agent_name, d.agent_identity) == ("driver", "agent-1")
+        assert decide(ev(kind, meta, participant("alice")), ROUTING, SETTINGS).action is Action.IGNORE
+
+
 def test_names_outside_the_allowlist_are_rejected_with_the_reason():
     d = decide(ev("room_started", {"agents": [{"name": "driver"}, {"name": "rogue"}]}), ROUTING, SETTINGS)
     assert slots(d) == ["DISPATCH#driver"]
