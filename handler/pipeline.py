@@ -33,6 +33,7 @@ from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKi
 from .observability import Metrics
 from .policy import (
     DISPATCH_ID_ATTRIBUTE,
+    DONE_ATTRIBUTE,
     Action,
     Decision,
     PlannedDispatch,
@@ -46,12 +47,10 @@ from .table import event_sk, room_pk
 
 log = logging.getLogger("switchboard")
 
-# An agent that leaves for one of these reasons meant to, or was sent away, or the
-# room is going away: its slot ends. Any other reason (a crash, a lost connection)
-# and the room may get it back.
+# An agent that leaves for one of these reasons was sent away, or its room is going
+# away: its slot ends. CLIENT_INITIATED is not among them (see policy.DONE_ATTRIBUTE).
 INTENDED_LEAVES = frozenset({
-    DisconnectReason.CLIENT_INITIATED, DisconnectReason.ROOM_DELETED, DisconnectReason.ROOM_CLOSED,
-    DisconnectReason.PARTICIPANT_REMOVED,
+    DisconnectReason.ROOM_DELETED, DisconnectReason.ROOM_CLOSED, DisconnectReason.PARTICIPANT_REMOVED,
 })
 
 
@@ -280,8 +279,9 @@ class Pipeline:
             return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
         if record is None:
             return Outcome(decision, note=f"{identity} held no open Switchboard dispatch")
-        if event.participant.disconnect_reason in INTENDED_LEAVES:
-            why = f"agent {identity} left as intended ({reason})"
+        done = event.participant.attributes.get(DONE_ATTRIBUTE, "")
+        if done or event.participant.disconnect_reason in INTENDED_LEAVES:
+            why = f"agent {identity} left as intended ({reason}" + (f": {done[:200]})" if done else ")")
             settled = await self.store.settle(record, Status.ENDED, why)
             return Outcome(decision, [SlotResult(record["sk"], "ended" if settled else "duplicate", detail=why)])
         how = "left" if event.event == "participant_left" else "could not connect"

@@ -21,6 +21,10 @@ AGENT_NAME_ATTRIBUTE = "lk.agent_name"
 # Set by a worker from its job's dispatch id, it ties an agent participant to
 # its dispatch with certainty. Workers that don't set it are matched by name.
 DISPATCH_ID_ATTRIBUTE = "switchboard.dispatch_id"
+# Set by an agent that leaves for good on purpose (the value says why), just before
+# it disconnects. Without it, an agent's own disconnect is not taken as intent: a job
+# LiveKit has ended, or a worker shutting down, also disconnects "client initiated".
+DONE_ATTRIBUTE = "switchboard.done"
 
 _KIND_NAMES = {value: name.lower() for name, value in ParticipantInfo.Kind.items()}
 

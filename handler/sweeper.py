@@ -232,7 +232,10 @@ def _count(report: SweepReport, outcome: Any, room: Room) -> None:
 def _why_not_joined(record: dict[str, Any], jobs: list[Any], deadline: float) -> str:
     agent = record.get("agent_name", "")
     if not jobs:
-        return f"no worker registered for agent_name {agent} (LiveKit assigned no job)"
+        # LiveKit drops a job its chosen worker doesn't answer within 10 s, and a wedged
+        # worker can stay registered: "no job" does not always mean "no worker".
+        return (f"no worker registered for agent_name {agent}, or none took the job in time "
+                f"(LiveKit assigned no job)")
     errors = [j.state.error for j in jobs if j.state.error]
     if errors:
         return f"the {agent} job failed: {errors[-1]}"

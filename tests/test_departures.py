@@ -55,8 +55,10 @@ class Room:
         assert slot(self.aws, self.name, agent)["status"] == "JOINED"
         return identity
 
-    async def agent_leaves(self, identity: str, reason: str, agent: str = "translator") -> httpx.Response:
-        leaving = participant(identity, "agent", {"lk.agent_name": agent}) | {"disconnectReason": reason}
+    async def agent_leaves(self, identity: str, reason: str, agent: str = "translator",
+                           done: str = "") -> httpx.Response:
+        attributes = {"lk.agent_name": agent} | ({"switchboard.done": done} if done else {})
+        leaving = participant(identity, "agent", attributes) | {"disconnectReason": reason}
         return await self.send(event("participant_left", self.name, self.info.sid, self.info.metadata,
                                      participant=leaving))
 
@@ -74,20 +76,41 @@ async def room(local_stack, aws, room_name):
         await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
 
 
-async def test_an_agent_that_leaves_as_intended_ends_its_slot(room, aws):
+async def test_an_agent_that_says_it_is_done_ends_its_slot(room, aws):
     identity = await room.agent_joins()
     before = await room.dispatch_ids()
 
-    response = await room.agent_leaves(identity, "CLIENT_INITIATED")
+    response = await room.agent_leaves(identity, "CLIENT_INITIATED", done="the call is over")
 
     assert response.status_code == 200
     record = slot(aws, room.name)
     assert record["status"] == "ENDED" and record["attempts"] == 1
-    assert record["reason"] == f"agent {identity} left as intended (CLIENT_INITIATED)"
+    assert record["reason"] == f"agent {identity} left as intended (CLIENT_INITIATED: the call is over)"
     assert await room.dispatch_ids() == before
     # A later copy of the same news changes nothing.
-    assert (await room.agent_leaves(identity, "CLIENT_INITIATED")).status_code == 200
+    assert (await room.agent_leaves(identity, "CLIENT_INITIATED", done="the call is over")).status_code == 200
     assert slot(aws, room.name)["status"] == "ENDED"
+
+
+async def test_an_agent_removed_by_an_operator_ends_its_slot(room, aws):
+    identity = await room.agent_joins()
+
+    await room.agent_leaves(identity, "PARTICIPANT_REMOVED")
+
+    record = slot(aws, room.name)
+    assert record["status"] == "ENDED" and record["reason"] == f"agent {identity} left as intended (PARTICIPANT_REMOVED)"
+
+
+async def test_an_agent_whose_job_is_shut_down_under_it_is_dispatched_again(room, aws):
+    """A worker shutting down, or a job LiveKit has ended, disconnects its agent "client
+    initiated" too; without switchboard.done that is not the agent's intent."""
+    identity = await room.agent_joins()
+
+    await room.agent_leaves(identity, "CLIENT_INITIATED")
+
+    record = slot(aws, room.name)
+    assert record["status"] == "DISPATCHED" and record["attempts"] == 2
+    assert record["redispatch_reason"] == f"agent {identity} left (CLIENT_INITIATED)"
 
 
 async def test_an_agent_that_drops_out_of_a_room_awaiting_its_people_is_dispatched_again(room, aws):

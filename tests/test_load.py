@@ -44,11 +44,19 @@ JOINING = int(os.environ.get("SWITCHBOARD_LOAD_JOINING", "4"))
 # livekit-server's own 10 s wait for a worker to take a job, and past the queue a
 # burst builds at each worker (`make soak` sets it for 200 rooms).
 CONFIRM_DEADLINE = float(os.environ.get("SWITCHBOARD_LOAD_CONFIRM_DEADLINE", "12"))
+# Seconds between sweeps. Each sweep reads every live room's slots and participants:
+# every 2 s for 200 rooms is load a 2-core machine feels, and far more often than the
+# deployed schedule (once a minute).
+SWEEP_EVERY = float(os.environ.get("SWITCHBOARD_LOAD_SWEEP_EVERY", "2"))
+# 0: every room at once. The soak starts its rooms at a rate instead: 400 job threads
+# starting inside a second on a 2-core machine wedge livekit-agents' test workers
+# (see README, "The soak"), which says nothing about Switchboard.
+ROOMS_PER_SECOND = float(os.environ.get("SWITCHBOARD_LOAD_ROOMS_PER_SECOND", "0"))
 AGENTS = ("dispatcher", "driver")
 METADATA = json.dumps({"agents": [{"name": name} for name in AGENTS]})
 # How long every agent may take. Rooms outlive it: a room with no person in it
 # closes after empty_timeout, and its agents' slots would end before they were counted.
-JOIN_TIMEOUT = 180 + ROOMS * 2 + int(CONFIRM_DEADLINE) * 2
+JOIN_TIMEOUT = 180 + ROOMS * 2 + int(CONFIRM_DEADLINE) * 2 + int(ROOMS / ROOMS_PER_SECOND if ROOMS_PER_SECOND else 0)
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +71,14 @@ def workers(local_stack):
 
 @pytest.fixture
 async def sweeping(local_stack, aws, monkeypatch):
-    """`switchboard sweep --every 2s`, in-process, for the length of a test; yields its pipeline."""
+    """`switchboard sweep --every`, in-process, for the length of a test; yields its pipeline."""
     for key, value in local_stack.env.items():
         monkeypatch.setenv(key, value)
     settings = Settings(confirm_deadline_seconds=CONFIRM_DEADLINE, max_dispatch_attempts=5)
 
     stop = asyncio.Event()
     async with open_pipeline(settings) as pipeline:
-        task = asyncio.create_task(Sweeper(pipeline).run_every(2, stop))
+        task = asyncio.create_task(Sweeper(pipeline).run_every(SWEEP_EVERY, stop))
         yield pipeline
         stop.set()
         await task
@@ -80,6 +88,8 @@ async def create_rooms(lk: api.LiveKitAPI, prefix: str) -> dict[str, str]:
     gate = asyncio.Semaphore(16)
 
     async def create(i: int) -> tuple[str, str]:
+        if ROOMS_PER_SECOND:
+            await asyncio.sleep(i / ROOMS_PER_SECOND)
         async with gate:
             room = await lk.room.create_room(api.CreateRoomRequest(
                 name=f"{prefix}-{i:03d}", metadata=METADATA, empty_timeout=JOIN_TIMEOUT + 120))
