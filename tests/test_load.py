@@ -48,15 +48,11 @@ CONFIRM_DEADLINE = float(os.environ.get("SWITCHBOARD_LOAD_CONFIRM_DEADLINE", "12
 # every 2 s for 200 rooms is load a 2-core machine feels, and far more often than the
 # deployed schedule (once a minute).
 SWEEP_EVERY = float(os.environ.get("SWITCHBOARD_LOAD_SWEEP_EVERY", "2"))
-# 0: every room at once. The soak starts its rooms at a rate instead: 400 job threads
-# starting inside a second on a 2-core machine wedge livekit-agents' test workers
-# (see README, "The soak"), which says nothing about Switchboard.
-ROOMS_PER_SECOND = float(os.environ.get("SWITCHBOARD_LOAD_ROOMS_PER_SECOND", "0"))
 AGENTS = ("dispatcher", "driver")
 METADATA = json.dumps({"agents": [{"name": name} for name in AGENTS]})
 # How long every agent may take. Rooms outlive it: a room with no person in it
 # closes after empty_timeout, and its agents' slots would end before they were counted.
-JOIN_TIMEOUT = 180 + ROOMS * 2 + int(CONFIRM_DEADLINE) * 2 + int(ROOMS / ROOMS_PER_SECOND if ROOMS_PER_SECOND else 0)
+JOIN_TIMEOUT = 180 + ROOMS * 2 + int(CONFIRM_DEADLINE) * 2
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +84,6 @@ async def create_rooms(lk: api.LiveKitAPI, prefix: str) -> dict[str, str]:
     gate = asyncio.Semaphore(16)
 
     async def create(i: int) -> tuple[str, str]:
-        if ROOMS_PER_SECOND:
-            await asyncio.sleep(i / ROOMS_PER_SECOND)
         async with gate:
             room = await lk.room.create_room(api.CreateRoomRequest(
                 name=f"{prefix}-{i:03d}", metadata=METADATA, empty_timeout=JOIN_TIMEOUT + 120))
