@@ -61,12 +61,7 @@ class LocalStack:
         env = {"LIVEKIT_URL": self.livekit_url.replace("http", "ws"), "LIVEKIT_API_KEY": DEV_API_KEY,
                "LIVEKIT_API_SECRET": DEV_API_SECRET, "TEST_AGENT_NAME": agent_name,
                "TEST_AGENT_TAG_DISPATCH": "1" if tag_dispatch else "0",
-               "TEST_AGENT_MAX_JOINING": str(max_joining), "TEST_AGENT_JOIN_DELAY": str(join_delay),
-               # livekit-agents' event-loop monitor samples each job thread's stack from a
-               # watchdog thread of its own (sys._current_frames); with dozens of job threads
-               # in one process a 200-room burst wedged whole workers (GIL and thread-list
-               # lock waits in every thread). 0 turns it off.
-               "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0"}
+               "TEST_AGENT_MAX_JOINING": str(max_joining), "TEST_AGENT_JOIN_DELAY": str(join_delay)}
         service = self.stack.start_process(name or f"agent-{agent_name}", [sys.executable, *TEST_AGENT], env)
         # A dispatch made before the worker registers is silently lost: wait for it.
         wait_until(lambda: "registered worker" in service.log_tail(200), service, timeout=60)

@@ -1,9 +1,11 @@
-"""Joining the room so that a job cancelled mid-join can't take its worker down."""
+"""Joining the room so that a job cancelled mid-join can't take its worker down, and
+preparing a worker whose jobs run as threads of one process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from typing import Any
 
 from livekit.agents import JobContext
@@ -34,6 +36,24 @@ async def join_room(ctx: JobContext, **options: Any) -> None:
         with contextlib.suppress(Exception):
             await ctx.room.disconnect()
         raise asyncio.CancelledError
+
+
+# livekit-agents reads it when each job's event loop starts; "0" turns its monitor off.
+LOOP_MONITOR_ENV = "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS"
+
+
+def prepare_thread_jobs() -> None:
+    """Before the first job of a worker that runs its jobs as threads.
+
+    Creates the rtc FFI client (create_rtc_client), and turns livekit-agents'
+    event-loop monitor off unless the operator set it: the monitor samples each job
+    thread's stack with sys._current_frames from a watchdog thread of its own, and
+    with dozens of job threads in one process a 200-room burst wedged whole workers
+    (every thread waiting on the GIL or the interpreter's thread-list lock; the
+    worker's websocket unread, so livekit-server dropped each job it offered it).
+    """
+    create_rtc_client()
+    os.environ.setdefault(LOOP_MONITOR_ENV, "0")
 
 
 def create_rtc_client() -> None:

@@ -18,7 +18,7 @@ from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorTy
 
 from .config import AudioMode, WorkerSettings
 from .identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE, IdentityBook, identities_in_room
-from .joining import create_rtc_client, join_room
+from .joining import join_room, prepare_thread_jobs
 from .persona import resolve_persona
 from .roster import Role, get_role
 
@@ -146,7 +146,7 @@ def jobs_load(server: AgentServer, *, max_jobs: int) -> float:
 def build_server(settings: WorkerSettings, role: Role, requests: JobRequests) -> AgentServer:
     prepare(settings)
     if JobExecutorType(settings.job_executor) is JobExecutorType.THREAD:
-        create_rtc_client()
+        prepare_thread_jobs()
     server = AgentServer(
         job_executor_type=JobExecutorType(settings.job_executor),
         load_threshold=settings.load_threshold,

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobRequest
 
-from worker.joining import create_rtc_client, join_room
+from worker.joining import join_room, prepare_thread_jobs
 
 logging.basicConfig(level=logging.INFO)
 
@@ -92,7 +92,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 async def main() -> None:
-    create_rtc_client()
+    prepare_thread_jobs()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

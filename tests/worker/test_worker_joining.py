@@ -1,4 +1,5 @@
-"""worker/joining.py: a join the job cancels still finishes, and one FFI client serves every job thread."""
+"""worker/joining.py: a join the job cancels still finishes; a worker of job threads has one FFI
+client and no loop monitor unless the operator asks for one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 import pytest
 
-from worker.joining import create_rtc_client, join_room
+from worker.joining import LOOP_MONITOR_ENV, create_rtc_client, join_room, prepare_thread_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -79,3 +80,19 @@ def test_every_job_thread_sees_the_one_rtc_client_made_on_the_main_thread():
     for thread in threads:
         thread.join()
     assert seen == [made] * 8
+
+
+def test_a_worker_of_job_threads_runs_without_the_loop_monitor(monkeypatch):
+    monkeypatch.delenv(LOOP_MONITOR_ENV, raising=False)
+    prepare_thread_jobs()
+    from livekit.agents.telemetry.loop_monitor import LoopMonitorThresholds
+
+    assert LoopMonitorThresholds.from_env() is None
+
+
+def test_an_operator_who_sets_the_loop_monitor_keeps_it(monkeypatch):
+    monkeypatch.setenv(LOOP_MONITOR_ENV, "500")
+    prepare_thread_jobs()
+    from livekit.agents.telemetry.loop_monitor import LoopMonitorThresholds
+
+    assert LoopMonitorThresholds.from_env().warn == 0.5
