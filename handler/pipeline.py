@@ -335,12 +335,18 @@ class Pipeline:
         if not_wanted:
             settled = await self.store.settle(record, Status.ENDED, f"{why}; not dispatched again: {not_wanted}")
             return SlotResult(slot, "ended" if settled else "duplicate", detail=f"{why}; {not_wanted}")
-        attempts = int(record.get("attempts", 1))
-        if attempts >= self.settings.max_dispatch_attempts:
-            if await self.store.settle(record, Status.FAILED, f"{why}; gave up after {attempts} attempt(s)"):
-                metrics.add("DispatchFailures", 1)
+        if await self.give_up_if_spent(record, why, metrics):
             return SlotResult(slot, "failed", detail=f"{why}; no attempts left")
         return await self.dispatch_slot(planned, record, event_id, metrics, redispatch=why)
+
+    async def give_up_if_spent(self, record: dict[str, Any], why: str, metrics: Metrics) -> bool:
+        """If the slot has used its max_dispatch_attempts, settle it FAILED with `why` and say so."""
+        attempts = int(record.get("attempts", 1))
+        if attempts < self.settings.max_dispatch_attempts:
+            return False
+        if await self.store.settle(record, Status.FAILED, f"{why}; gave up after {attempts} attempt(s)"):
+            metrics.add("DispatchFailures", 1)
+        return True
 
     def _why_not_wanted(self, room: Room, planned: PlannedDispatch, present: list[ParticipantInfo]) -> str:
         """Why the room no longer wants the slot; "" while its metadata (and, for a

@@ -136,9 +136,7 @@ class Sweeper:
             return report.add("joined", record, f"{joined} is in the room; its join webhook was missed")
 
         why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds)
-        if attempts >= self.settings.max_dispatch_attempts:
-            if await self.store.settle(record, Status.FAILED, f"{why}; gave up after {attempts} attempt(s)"):
-                metrics.add("DispatchFailures", 1)
+        if await self.pipeline.give_up_if_spent(record, why, metrics):
             return report.add("failed", record, why)
         await self._dispatch_again(record, report, metrics, redispatch=why)
 
