@@ -94,7 +94,13 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
 
         correlation_id.set(event.id)
         try:
-            outcome = await state["pipeline"].handle(event)
+            async with asyncio.timeout(settings.webhook_budget_seconds):
+                outcome = await state["pipeline"].handle(event)
+        except TimeoutError:
+            # A claim cut short stays CLAIMED under its lease; the re-delivery (or the
+            # sweeper) takes it over and looks in LiveKit before creating again.
+            log.error("webhook budget spent", extra={"budget_seconds": settings.webhook_budget_seconds})
+            return _retry_later(settings, f"not handled within the {settings.webhook_budget_seconds:g} s budget")
         except StoreUnavailable as exc:
             log.error("dispatch log unavailable", extra={"error": str(exc)})
             return _retry_later(settings, f"dispatch log unavailable: {exc}")

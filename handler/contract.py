@@ -71,8 +71,8 @@ class AgentPlan(BaseModel):
         """This plan with `explicit`'s rules added; an explicit rule replaces one of the same name."""
         agents = {r.name: r for r in self.agents}
         agents.update({r.name: r for r in explicit.agents})
-        joins = {(r.name, r.per): r for r in self.on_participant_joined}
-        joins.update({(r.name, r.per): r for r in explicit.on_participant_joined})
+        joins = {r.name: r for r in self.on_participant_joined}
+        joins.update({r.name: r for r in explicit.on_participant_joined})
         return AgentPlan(agents=tuple(agents.values()), on_participant_joined=tuple(joins.values()))
 
 
@@ -114,9 +114,11 @@ def parse_room_metadata(raw: str, *, max_bytes: int) -> RoomMetadata | None:
     if size > max_bytes:
         raise MetadataError(f"room metadata is {size} bytes, over the {max_bytes}-byte limit")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant, parse_int=_bounded_int)
     except RecursionError:
         raise MetadataError("room metadata is nested too deeply to parse") from None
+    except MetadataError:
+        raise
     except ValueError:
         return None
     if not isinstance(data, dict) or not CONTRACT_KEYS & data.keys():
@@ -127,6 +129,18 @@ def parse_room_metadata(raw: str, *, max_bytes: int) -> RoomMetadata | None:
         raise MetadataError(_short(exc)) from None
     except RecursionError:
         raise MetadataError("room metadata is nested too deeply to validate") from None
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; no other JSON parser (an agent's) will.
+    raise MetadataError(f"room metadata holds {name}, which is not JSON")
+
+
+def _bounded_int(text: str) -> int:
+    # Past Python's 4300-digit limit int() raises a ValueError that would read as "not JSON".
+    if len(text.lstrip("-")) > 64:
+        raise MetadataError(f"room metadata holds a {len(text.lstrip('-'))}-digit number; at most 64 digits")
+    return int(text)
 
 
 def _short(exc: ValidationError) -> str:

@@ -16,7 +16,10 @@ from .settings import Settings
 
 
 class LiveKitError(Exception):
-    pass
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        # LiveKit's HTTP status; 0 when it never answered.
+        self.status = status
 
 
 class LiveKitUnavailable(LiveKitError):
@@ -58,11 +61,16 @@ class LiveKitDispatcher:
         return dispatch.id
 
     async def delete(self, dispatch_id: str, room_name: str) -> None:
-        """Delete a dispatch; one that is already gone (with its room) is not an error."""
+        """Delete a dispatch; one that is already gone (with its room) is not an error.
+
+        Any other refusal (a key LiveKit no longer accepts) is: the caller must not go on
+        to create a second dispatch beside one it could not delete.
+        """
         try:
             await self._call(self._client().agent_dispatch.delete_dispatch(dispatch_id, room_name))
-        except LiveKitRejected:
-            pass
+        except LiveKitRejected as exc:
+            if exc.status != 404:
+                raise
 
     async def participants(self, room_name: str) -> list[Any]:
         from livekit.protocol.room import ListParticipantsRequest
@@ -89,11 +97,10 @@ class LiveKitDispatcher:
         return list(await self._call(self._client().agent_dispatch.list_dispatch(room_name)))
 
     async def find(self, planned: PlannedDispatch) -> str | None:
-        """The id of a dispatch an earlier attempt created for this slot, if LiveKit has one."""
+        """The id of a dispatch an earlier attempt created for this slot in this room session, if LiveKit has one."""
         for dispatch in await self.list(planned.room_name):
-            if dispatch.agent_name != planned.agent_name:
-                continue
-            if _slot_of(dispatch.metadata) == planned.slot:
+            if dispatch.agent_name == planned.agent_name and slot_of(dispatch.metadata) == (
+                    planned.room_sid, planned.slot):
                 return dispatch.id
         return None
 
@@ -115,8 +122,8 @@ class LiveKitDispatcher:
         except TwirpError as exc:
             message = f"LiveKit {exc.code} (HTTP {exc.status}): {exc.message}"[:500]
             if exc.status >= 500 or exc.status == 429:
-                raise LiveKitUnavailable(message) from None
-            raise LiveKitRejected(message) from None
+                raise LiveKitUnavailable(message, status=exc.status) from None
+            raise LiveKitRejected(message, status=exc.status) from None
         except (asyncio.TimeoutError, TimeoutError):
             raise LiveKitUnavailable(f"LiveKit did not answer within {self._settings.livekit_timeout_seconds:g} s") from None
         except Exception as exc:
@@ -132,9 +139,12 @@ class LiveKitDispatcher:
             self._api = None
 
 
-def _slot_of(job_metadata: str) -> str | None:
+def slot_of(job_metadata: str) -> tuple[str, str] | None:
+    """(room sid, slot) of a dispatch Switchboard made, from its job metadata; None for anyone else's."""
     try:
         data = json.loads(job_metadata)
     except ValueError:
         return None
-    return data.get("switchboard_slot") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("switchboard_slot"), str):
+        return None
+    return str(data.get("room_sid", "")), data["switchboard_slot"]

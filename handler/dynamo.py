@@ -27,7 +27,7 @@ from .claims import (
     Status,
     StoreUnavailable,
 )
-from .policy import PlannedDispatch
+from .policy import PlannedDispatch, Rule
 from .settings import Settings
 from .table import (
     INDEX_BY_AGENT,
@@ -179,8 +179,9 @@ class DynamoStore:
         return out
 
     async def settle(self, record: dict[str, Any], status: Status, reason: str) -> bool:
-        """Close a DISPATCHED or JOINED slot for good: FAILED (its agent never came, or left
-        with no attempts left) or ENDED (its agent left as intended, or isn't wanted any more).
+        """Close a slot for good: FAILED (its agent never came, or left with no attempts
+        left) or ENDED (its agent left as intended, isn't wanted any more, or its room
+        session is over).
 
         Conditional on the slot being as `record` read it, so a slot someone has moved
         on since (joined, taken over) is left alone and False comes back.
@@ -194,22 +195,19 @@ class DynamoStore:
             names = {"#why": "reason"}
         else:
             raise ValueError(f"a slot is settled as FAILED or ENDED, not {status}")
-        try:
-            await self._db.update_item(
-                TableName=self._table,
-                Key=to_item({PK: record[PK], SK: record[SK]}),
-                UpdateExpression=f"SET {fields} REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, missing_since",
-                ConditionExpression="#status = :old AND #owner = :owner",
-                ExpressionAttributeNames={"#status": "status", "#owner": "owner"} | names,
-                ExpressionAttributeValues=_values(
-                    new=status.value, why=reason[:2000], now=now, old=record.get("status", ""),
-                    owner=record.get("owner", ""), **({"no": False} if status == Status.FAILED else {})),
-            )
-        except Exception as exc:
-            if _condition_failed(exc):
-                return False
-            raise _unavailable(exc) from exc
-        return True
+        settled, _ = await self._conditional_update(
+            record[PK], record[SK],
+            UpdateExpression=f"SET {fields} REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, missing_since"
+            + (", retryable" if status == Status.ENDED else ""),
+            ConditionExpression="#status = :old AND #owner = :owner",
+            ExpressionAttributeNames={"#status": "status", "#owner": "owner"} | names,
+            ExpressionAttributeValues=_values(
+                new=status.value, why=reason[:2000], now=now, old=record.get("status", ""),
+                owner=record.get("owner", ""), **({"no": False} if status == Status.FAILED else {})),
+        )
+        if settled:
+            await self._release(record[PK], record[SK])
+        return settled
 
     async def mark_missing(self, record: dict[str, Any], seen_missing: bool) -> dict[str, Any] | None:
         """Note, or clear, that a JOINED slot's agent is not in its room (the sweeper's check).
@@ -220,23 +218,17 @@ class DynamoStore:
         now = self._clock()
         update = ("SET missing_since = if_not_exists(missing_since, :now)" if seen_missing
                   else "REMOVE missing_since")
-        try:
-            response = await self._db.update_item(
-                TableName=self._table,
-                Key=to_item({PK: record[PK], SK: record[SK]}),
-                UpdateExpression=update,
-                ConditionExpression="#status = :joined AND #owner = :owner AND agent_identity = :ident",
-                ExpressionAttributeNames={"#status": "status", "#owner": "owner"},
-                ExpressionAttributeValues=_values(joined=Status.JOINED.value, owner=record.get("owner", ""),
-                                                  ident=record.get("agent_identity", ""),
-                                                  **({"now": now} if seen_missing else {})),
-                ReturnValues="ALL_NEW",
-            )
-        except Exception as exc:
-            if _condition_failed(exc):
-                return None
-            raise _unavailable(exc) from exc
-        return from_item(response["Attributes"])
+        written, current = await self._conditional_update(
+            record[PK], record[SK],
+            UpdateExpression=update,
+            ConditionExpression="#status = :joined AND #owner = :owner AND agent_identity = :ident",
+            ExpressionAttributeNames={"#status": "status", "#owner": "owner"},
+            ExpressionAttributeValues=_values(joined=Status.JOINED.value, owner=record.get("owner", ""),
+                                              ident=record.get("agent_identity", ""),
+                                              **({"now": now} if seen_missing else {})),
+            ReturnValues="ALL_NEW",
+        )
+        return current if written else None
 
     async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
         """Every event and dispatch record of a room name, oldest first."""
@@ -276,12 +268,15 @@ class DynamoStore:
         record = self._new_record(planned, event_id, now, Status.CLAIMED) | {
             "owner": owner,
             "attempts": 1,
+            "generation": 1,
             "lease_expires_at": now + self._settings.claim_lease_seconds,
             "claimed_at": iso(now),
             "job_metadata": planned.job_metadata(),
             PENDING_ATTRIBUTE: iso(now)[:10],
         }
         try:
+            # botocore fills in ClientRequestToken, so its own retry of this transaction
+            # is answered as the first try was, never as a failed condition.
             await self._db.transact_write_items(TransactItems=[
                 {"Put": {
                     "TableName": self._table,
@@ -289,17 +284,7 @@ class DynamoStore:
                     "ConditionExpression": "attribute_not_exists(pk)",
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }},
-                # The room's cap, counted once per slot across every event of the session.
-                {"Update": {
-                    "TableName": self._table,
-                    "Key": to_item({PK: room_pk(planned.room_sid), SK: SESSION_SK}),
-                    "UpdateExpression": "ADD slots :one SET room_name = if_not_exists(room_name, :room), "
-                                        "record_type = :rt, expires_at = :ttl",
-                    "ConditionExpression": "attribute_not_exists(slots) OR slots < :cap",
-                    "ExpressionAttributeValues": _values(
-                        one=1, room=planned.room_name, rt="session", cap=self._settings.max_agents_per_room,
-                        ttl=int(now + self._settings.dispatch_retention_days * 86400)),
-                }},
+                self._occupy(planned, now),
             ])
         except Exception as exc:
             reasons = _cancellation_reasons(exc)
@@ -309,53 +294,118 @@ class DynamoStore:
             if slot_reason.get("Code") == "ConditionalCheckFailed":
                 return None, from_item(slot_reason.get("Item") or {}) or None
             if cap_reason.get("Code") == "ConditionalCheckFailed":
-                raise RoomCapReached(planned.slot, None, f"room cap of {self._settings.max_agents_per_room} agents reached") from None
-            # TransactionConflict: another claim on this room is mid-flight. Re-read and decide again.
+                await self._room_is_full(planned)
+            # TransactionConflict, or a cap that was counting slots since closed: decide again.
             await asyncio.sleep(0.02)
             return None, (await self.load_slots(planned.room_sid)).get(planned.slot)
         return Claim(planned, owner, attempt=1, takeover=False), None
+
+    def _occupy(self, planned: PlannedDispatch, now: float) -> dict[str, Any]:
+        """The room's cap, as a transaction item: the slot joins the session's set of open
+        slots unless the set is full. A slot leaves the set when it settles (_release), so
+        the cap counts agents a room has now, not every slot it ever had."""
+        cap = self._settings.max_agents_per_room
+        return {"Update": {
+            "TableName": self._table,
+            "Key": to_item({PK: room_pk(planned.room_sid), SK: SESSION_SK}),
+            "UpdateExpression": "ADD open_slots :slotset SET room_name = if_not_exists(room_name, :room), "
+                                "record_type = :rt, expires_at = :ttl",
+            "ConditionExpression": "attribute_not_exists(open_slots) OR size(open_slots) < :cap "
+                                   "OR contains(open_slots, :slot)",
+            "ExpressionAttributeValues": {
+                ":slotset": {"SS": [planned.slot]}, ":slot": {"S": planned.slot}, ":cap": {"N": str(cap)},
+                ":room": {"S": planned.room_name}, ":rt": {"S": "session"},
+                ":ttl": {"N": str(int(now + self._settings.dispatch_retention_days * 86400))}},
+        }}
+
+    async def _room_is_full(self, planned: PlannedDispatch) -> None:
+        """Raise RoomCapReached, unless the session's set of open slots holds slots that have
+        settled since (a release that never ran): then rewrite the set from the slots and return."""
+        pk = room_pk(planned.room_sid)
+        try:
+            session = await self._db.get_item(TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
+                                              ConsistentRead=True)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        counted = set((session.get("Item") or {}).get("open_slots", {}).get("SS", []))
+        really_open = {key for key, record in (await self.load_slots(planned.room_sid)).items() if _is_open(record)}
+        if counted <= really_open:
+            raise RoomCapReached(planned.slot, None,
+                                 f"room cap of {self._settings.max_agents_per_room} agents reached")
+        stale = sorted(counted - really_open)
+        try:
+            await self._db.update_item(TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
+                                       UpdateExpression="DELETE open_slots :stale",
+                                       ExpressionAttributeValues={":stale": {"SS": stale}})
+        except Exception as exc:
+            raise _unavailable(exc) from exc
 
     async def _take_over(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any],
                          redispatch: str | None) -> tuple[Claim | None, dict | None]:
         status = existing.get("status")
         now = self._clock()
-        if status in DONE and not (redispatch and status in (Status.DISPATCHED, Status.JOINED)):
-            raise SlotAlreadyDispatched(planned.slot, existing)
-        if status == Status.REJECTED:
-            raise SlotClosed(planned.slot, existing, f"rejected: {existing.get('reason', '')}")
-        if status == Status.CLAIMED and existing.get("lease_expires_at", 0) > now:
-            raise ClaimInProgress(planned.slot, existing)
-        attempts = int(existing.get("attempts", 0))
-        if status == Status.FAILED and (not existing.get("retryable") or attempts >= self._settings.max_dispatch_attempts):
+        reopen = _new_presence(planned, existing)
+        if not reopen:
+            if status in DONE and not (redispatch and status in (Status.DISPATCHED, Status.JOINED)):
+                raise SlotAlreadyDispatched(planned.slot, existing)
+            if status == Status.REJECTED:
+                raise SlotClosed(planned.slot, existing, f"rejected: {existing.get('reason', '')}")
+            if status == Status.CLAIMED and existing.get("lease_expires_at", 0) > now:
+                raise ClaimInProgress(planned.slot, existing)
+        attempts = 0 if reopen else int(existing.get("attempts", 0))
+        if status == Status.FAILED and not reopen and (
+                not existing.get("retryable") or attempts >= self._settings.max_dispatch_attempts):
             raise SlotClosed(planned.slot, existing, f"failed after {attempts} attempt(s): {existing.get('error', '')}")
+        if reopen:
+            # A settled slot counts against the cap again.
+            await self._reoccupy(planned, now)
 
         owner = uuid.uuid4().hex
-        try:
-            await self._db.update_item(
-                TableName=self._table,
-                Key=to_item({PK: existing[PK], SK: existing[SK]}),
-                UpdateExpression="SET #status = :claimed, #owner = :owner, lease_expires_at = :lease, "
-                                 "attempts = :attempts, claimed_at = :now, updated_at = :now, event_id = :event, "
-                                 "#trigger = :trigger, job_metadata = :job, #pending = :day"
-                                 + (", redispatch_reason = :why" if redispatch else "") + " REMOVE retryable, missing_since",
-                # Optimistic: only if nobody moved the slot since we read it.
-                ConditionExpression="#status = :old_status AND #owner = :old_owner",
-                ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger",
-                                          "#pending": PENDING_ATTRIBUTE},
-                ExpressionAttributeValues=_values(
-                    claimed=Status.CLAIMED.value, owner=owner, attempts=attempts + 1,
-                    lease=now + self._settings.claim_lease_seconds, now=iso(now), event=event_id,
-                    trigger=planned.trigger, job=planned.job_metadata(), day=iso(now)[:10],
-                    old_status=status, old_owner=existing.get("owner", ""),
-                    **({"why": redispatch} if redispatch else {})),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except Exception as exc:
-            if _condition_failed(exc):
-                return None, from_item(_failed_item(exc)) or None
-            raise _unavailable(exc) from exc
-        return Claim(planned, owner, attempt=attempts + 1, takeover=True,
-                     previous_dispatch_id=existing.get("dispatch_id", "")), None
+        generation = int(existing.get("generation", 1)) + (1 if reopen else 0)
+        written, current = await self._conditional_update(
+            existing[PK], existing[SK],
+            UpdateExpression="SET #status = :claimed, #owner = :owner, lease_expires_at = :lease, "
+                             "attempts = :attempts, claimed_at = :now, updated_at = :now, event_id = :event, "
+                             "#trigger = :trigger, job_metadata = :job, #pending = :day, generation = :gen, "
+                             "triggered_by = :by, presence_sid = :presence, presence_joined_ms = :joined"
+                             + (", redispatch_reason = :why" if redispatch else "")
+                             + " REMOVE retryable, missing_since"
+                             + (", dispatch_id, agent_identity, agent_sid, joined_at, ended_at, failed_at, "
+                                "#error, reason, redispatch_reason, orphans" if reopen else ""),
+            # Optimistic: only if nobody moved the slot since we read it.
+            ConditionExpression="#status = :old_status AND " + (
+                "#owner = :old_owner" if "owner" in existing else "attribute_not_exists(#owner)"),
+            ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger",
+                                      "#pending": PENDING_ATTRIBUTE} | ({"#error": "error"} if reopen else {}),
+            ExpressionAttributeValues=_values(
+                claimed=Status.CLAIMED.value, owner=owner, attempts=attempts + 1,
+                lease=now + self._settings.claim_lease_seconds, now=iso(now), event=event_id,
+                trigger=planned.trigger, job=planned.job_metadata(), day=iso(now)[:10], gen=generation,
+                by=planned.triggered_by or existing.get("triggered_by", ""),
+                presence=planned.participant_sid or existing.get("presence_sid", ""),
+                joined=planned.participant_joined_ms or existing.get("presence_joined_ms", 0),
+                old_status=status, **({"old_owner": existing["owner"]} if "owner" in existing else {}),
+                **({"why": redispatch} if redispatch else {})),
+        )
+        if not written:
+            return None, current or None
+        return Claim(planned, owner, attempt=attempts + 1, takeover=not reopen,
+                     previous_dispatch_id="" if reopen else existing.get("dispatch_id", "")), None
+
+    async def _reoccupy(self, planned: PlannedDispatch, now: float) -> None:
+        for _ in range(2):
+            try:
+                await self._db.transact_write_items(TransactItems=[self._occupy(planned, now)])
+                return
+            except Exception as exc:
+                reasons = _cancellation_reasons(exc)
+                if reasons is None:
+                    raise _unavailable(exc) from exc
+                if (reasons + [{}])[0].get("Code") == "ConditionalCheckFailed":
+                    await self._room_is_full(planned)
+                else:
+                    await asyncio.sleep(0.02)
+        raise ClaimInProgress(planned.slot, None, "the room's cap kept changing under concurrent claims")
 
     async def mark_dispatched(self, claim: Claim, dispatch_id: str, *, adopted: bool = False) -> None:
         now = iso(self._clock())
@@ -368,25 +418,23 @@ class DynamoStore:
         # A final failure leaves the sweeper's work list; a retryable one stays on it.
         await self._owner_update(claim, Status.FAILED, dict(error=error[:2000], failed_at=now, retryable=retryable),
                                  remove=() if retryable else (PENDING_ATTRIBUTE,))
+        if not retryable:
+            await self._release(room_pk(claim.planned.room_sid), claim.planned.slot)
 
     async def _owner_update(self, claim: Claim, status: Status, fields: dict[str, Any],
                             remove: tuple[str, ...] = ()) -> None:
         fields = fields | {"status": status.value, "updated_at": iso(self._clock())}
         names = {f"#{k}": k for k in fields}
-        try:
-            await self._db.update_item(
-                TableName=self._table,
-                Key=to_item({PK: room_pk(claim.planned.room_sid), SK: claim.planned.slot}),
-                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
-                + " REMOVE " + ", ".join(("lease_expires_at", *remove)),
-                ConditionExpression="#owner = :me AND #status = :claimed",
-                ExpressionAttributeNames=names | {"#owner": "owner"},
-                ExpressionAttributeValues=_values(**fields, me=claim.owner, claimed=Status.CLAIMED.value),
-            )
-        except Exception as exc:
-            if _condition_failed(exc):
-                raise LeaseLost(claim.planned.slot, None, "the claim was taken over before it completed") from None
-            raise _unavailable(exc) from exc
+        written, current = await self._conditional_update(
+            room_pk(claim.planned.room_sid), claim.planned.slot,
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+            + " REMOVE " + ", ".join(("lease_expires_at", *remove)),
+            ConditionExpression="#owner = :me AND #status = :claimed",
+            ExpressionAttributeNames=names | {"#owner": "owner"},
+            ExpressionAttributeValues=_values(**fields, me=claim.owner, claimed=Status.CLAIMED.value),
+        )
+        if not written:
+            raise LeaseLost(claim.planned.slot, current, "the claim was taken over before it completed")
 
     async def record_rejection(self, planned: PlannedDispatch, event_id: str, reason: str) -> bool:
         now = self._clock()
@@ -401,48 +449,58 @@ class DynamoStore:
             raise _unavailable(exc) from exc
         return True
 
-    async def mark_joined(self, room_sid: str, slot: str, agent_identity: str) -> bool:
+    async def mark_joined(self, room_sid: str, slot: str, agent_identity: str, dispatch_id: str,
+                          agent_sid: str = "") -> bool:
+        """JOINED, if the slot is still DISPATCHED to `dispatch_id`: a late join of a dispatch
+        the slot has since replaced must not confirm its successor."""
         now = iso(self._clock())
-        try:
-            await self._db.update_item(
-                TableName=self._table,
-                Key=to_item({PK: room_pk(room_sid), SK: slot}),
-                UpdateExpression="SET #status = :joined, joined_at = :now, updated_at = :now, agent_identity = :ident "
-                                 f"REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, missing_since",
-                # Only a recorded dispatch can be joined: a CLAIMED slot's owner is still writing its id.
-                ConditionExpression="#status = :dispatched",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
-                                                  dispatched=Status.DISPATCHED.value),
-            )
-        except Exception as exc:
-            if _condition_failed(exc):
-                return False
-            raise _unavailable(exc) from exc
-        return True
+        written, _ = await self._conditional_update(
+            room_pk(room_sid), slot,
+            UpdateExpression="SET #status = :joined, joined_at = :now, updated_at = :now, agent_identity = :ident, "
+                             f"agent_sid = :sid REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, missing_since",
+            # Only a recorded dispatch can be joined: a CLAIMED slot's owner is still writing its id.
+            ConditionExpression="#status = :dispatched AND dispatch_id = :dispatch",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
+                                              sid=agent_sid, dispatch=dispatch_id,
+                                              dispatched=Status.DISPATCHED.value),
+        )
+        return written
 
-    async def end_room(self, room_sid: str) -> int:
+    async def end_room(self, room_sid: str, reason: str = "the room session finished") -> int:
+        """ENDED for every slot of the session that is not settled yet, a retryable failure
+        included: nothing may dispatch a finished session's slot into a later one."""
         ended = 0
         for slot, record in (await self.load_slots(room_sid)).items():
-            if record.get("status") not in OPEN:
+            if not _is_open(record):
                 continue
             now = iso(self._clock())
-            try:
-                await self._db.update_item(
-                    TableName=self._table,
-                    Key=to_item({PK: room_pk(room_sid), SK: slot}),
-                    UpdateExpression="SET #status = :ended, ended_at = :now, updated_at = :now "
-                                     f"REMOVE lease_expires_at, {PENDING_ATTRIBUTE}",
-                    ConditionExpression="#status IN (:claimed, :dispatched, :joined)",
-                    ExpressionAttributeNames={"#status": "status"},
-                    ExpressionAttributeValues=_values(ended=Status.ENDED.value, now=now, **{
-                        s.value.lower(): s.value for s in OPEN}),
-                )
-                ended += 1
-            except Exception as exc:
-                if not _condition_failed(exc):
-                    raise _unavailable(exc) from exc
+            written, _ = await self._conditional_update(
+                room_pk(room_sid), slot,
+                UpdateExpression="SET #status = :ended, ended_at = :now, updated_at = :now, reason = :why "
+                                 f"REMOVE lease_expires_at, {PENDING_ATTRIBUTE}, retryable",
+                ConditionExpression="#status IN (:claimed, :dispatched, :joined) "
+                                    "OR (#status = :failed AND retryable = :yes)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_values(ended=Status.ENDED.value, now=now, why=reason[:2000],
+                                                  failed=Status.FAILED.value, yes=True,
+                                                  **{s.value.lower(): s.value for s in OPEN}),
+            )
+            ended += written
         return ended
+
+    async def note_orphan(self, record: dict[str, Any], dispatch_id: str, why: str) -> None:
+        """Write on the slot that a dispatch carrying it, not its own, was deleted, and why."""
+        note = {"dispatch_id": dispatch_id, "deleted_at": iso(self._clock()), "why": why[:500]}
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key=to_item({PK: record[PK], SK: record[SK]}),
+                UpdateExpression="SET orphans = list_append(if_not_exists(orphans, :none), :note)",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_values(none=[], note=[note]))
+        except Exception as exc:
+            if not _condition_failed(exc):
+                raise _unavailable(exc) from exc
 
     async def record_event(self, event_record: dict[str, Any]) -> None:
         """Upsert one received webhook; a redelivery bumps `deliveries` and keeps the first time."""
@@ -470,6 +528,40 @@ class DynamoStore:
 
     # --- helpers ------------------------------------------------------------
 
+    async def _conditional_update(self, pk: str, sk: str, **request: Any) -> tuple[bool, dict[str, Any]]:
+        """One conditional UpdateItem: (True, the item as written, if ReturnValues asks for it)
+        or (False, the item as it stands, which says why the condition failed).
+
+        Every such write stamps a fresh `write_token`. botocore retries a write whose answer
+        timed out; when the first try had in fact applied, the retry fails its own condition,
+        and the token in the item it meets says the write was ours after all.
+        """
+        token = uuid.uuid4().hex
+        expression = request.pop("UpdateExpression")
+        request["UpdateExpression"] = (f"SET write_token = :write_token, {expression[4:]}" if expression.startswith("SET ")
+                                       else f"SET write_token = :write_token {expression}")
+        request["ExpressionAttributeValues"] = request.get("ExpressionAttributeValues", {}) | {
+            ":write_token": {"S": token}}
+        try:
+            response = await self._db.update_item(
+                TableName=self._table, Key=to_item({PK: pk, SK: sk}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD", **request)
+        except Exception as exc:
+            if not _condition_failed(exc):
+                raise _unavailable(exc) from exc
+            current = from_item(_failed_item(exc))
+            return current.get("write_token") == token, current
+        return True, from_item(response.get("Attributes") or {})
+
+    async def _release(self, pk: str, slot: str) -> None:
+        """The slot no longer counts against its room's cap (see _claim_new)."""
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
+                UpdateExpression="DELETE open_slots :slot", ExpressionAttributeValues={":slot": {"SS": [slot]}})
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
     def _new_record(self, planned: PlannedDispatch, event_id: str, now: float, status: Status) -> dict[str, Any]:
         return {
             PK: room_pk(planned.room_sid),
@@ -481,6 +573,8 @@ class DynamoStore:
             "agent_name": planned.agent_name,
             "participant_identity": planned.participant_identity,
             "triggered_by": planned.triggered_by,
+            "presence_sid": planned.participant_sid,
+            "presence_joined_ms": planned.participant_joined_ms,
             "rule": planned.rule.value,
             "trigger": planned.trigger,
             "event_id": event_id,
@@ -502,6 +596,34 @@ class DynamoStore:
                 request["ExclusiveStartKey"] = key
         except Exception as exc:
             raise _unavailable(exc) from exc
+
+
+def _is_open(record: dict[str, Any]) -> bool:
+    """Not settled: the slot has, or may still get, an agent in its room."""
+    status = record.get("status")
+    return status in OPEN or (status == Status.FAILED and bool(record.get("retryable")))
+
+
+def _new_presence(planned: PlannedDispatch, existing: dict[str, Any]) -> bool:
+    """A participant rule's slot that settled (its agent left or never came) is opened again,
+    as a new generation, by a participant who joined after it settled: a caller who comes
+    back, or a room that emptied and filled again. A re-delivery of the join that opened
+    it, or a reconcile of someone there all along, joined before and stays a duplicate.
+    Join times are LiveKit's clock and settle times ours: this assumes they agree to well
+    under the time between a hang-up and the next call."""
+    if planned.rule is not Rule.ON_PARTICIPANT_JOINED or not planned.participant_joined_ms:
+        return False
+    status = existing.get("status")
+    if status == Status.FAILED and existing.get("retryable"):
+        return False
+    if status not in (Status.ENDED, Status.FAILED, Status.REJECTED):
+        return False
+    settled_at = existing.get("ended_at") or existing.get("failed_at") or existing.get("rejected_at")
+    return bool(settled_at) and planned.participant_joined_ms > _iso_ms(settled_at)
+
+
+def _iso_ms(timestamp: str) -> int:
+    return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _days_since(since: float, now: float) -> Iterable[str]:

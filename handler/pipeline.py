@@ -172,8 +172,15 @@ class Pipeline:
                 if await self.store.record_rejection(rejection.planned, event_id, rejection.reason):
                     metrics.add("AgentsRejected", 1)
             results.append(SlotResult(slot, "rejected", detail=rejection.reason))
-        results += await asyncio.gather(*(
-            self.dispatch_slot(p, slots.get(p.slot), event_id, metrics) for p in decision.planned))
+        # Every sibling runs to its end before the answer: a 503 while a claim is still
+        # mid-CreateDispatch would leave it frozen there on Lambda.
+        done = await asyncio.gather(*(
+            self.dispatch_slot(p, slots.get(p.slot), event_id, metrics) for p in decision.planned),
+            return_exceptions=True)
+        failures = [r for r in done if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        results += [r for r in done if isinstance(r, SlotResult)]
         return Outcome(decision, results)
 
     async def dispatch_slot(self, planned: PlannedDispatch, existing: dict | None, event_id: str,
@@ -204,12 +211,20 @@ class Pipeline:
                 # An earlier attempt may have reached LiveKit before it died or timed out.
                 found = await self.livekit.find(planned)
                 if found:
-                    await self.store.mark_dispatched(claim, found, adopted=True)
+                    try:
+                        await self.store.mark_dispatched(claim, found, adopted=True)
+                    except LeaseLost:
+                        # Whoever took the slot over looks for the same dispatch and adopts it.
+                        return SlotResult(slot, "lease_lost", detail=found)
                     return SlotResult(slot, "adopted", detail=found)
             dispatch_id = await self.livekit.create(planned)
         except LiveKitError as exc:
             retryable = isinstance(exc, LiveKitUnavailable)
-            await self.store.mark_failed(claim, str(exc), retryable=retryable)
+            try:
+                await self.store.mark_failed(claim, str(exc), retryable=retryable)
+            except LeaseLost:
+                # Taken over while LiveKit was failing us: the new owner decides now.
+                return SlotResult(slot, "lease_lost", detail=str(exc))
             metrics.add("DispatchFailures", 1)
             log.warning("dispatch failed", extra={"slot": slot, "error": str(exc), "retryable": retryable})
             return SlotResult(slot, "failed", retry=retryable and claim.attempt < self.settings.max_dispatch_attempts,
@@ -217,58 +232,78 @@ class Pipeline:
         metrics.add("CreateDispatchLatency", (time.perf_counter() - started) * 1000, "Milliseconds")
         try:
             await self.store.mark_dispatched(claim, dispatch_id)
-        except LeaseLost:
-            # Our lease ran out while LiveKit answered and another delivery took the
-            # slot over; it looks for our dispatch before creating one (claim.takeover).
-            log.error("lease lost after dispatch", extra={"slot": slot, "dispatch_id": dispatch_id})
+        except LeaseLost as exc:
+            await self._withdraw(planned, dispatch_id, exc.record)
             return SlotResult(slot, "lease_lost", detail=dispatch_id)
         metrics.add("Redispatches" if redispatch else "Dispatches", 1)
         return SlotResult(slot, "redispatched" if redispatch else "dispatched", detail=dispatch_id)
+
+    async def _withdraw(self, planned: PlannedDispatch, dispatch_id: str, current: dict[str, Any]) -> None:
+        """Our lease ran out while LiveKit created our dispatch, and someone else owns the slot now.
+
+        Our dispatch goes, unless the slot now holds it (the new owner adopted it) or the new
+        owner is mid-claim (it may be adopting it now): then the sweeper's collector decides
+        once the slot has settled on one dispatch.
+        """
+        log.error("lease lost after dispatch", extra={"slot": planned.slot, "dispatch_id": dispatch_id})
+        if current.get("dispatch_id") == dispatch_id or current.get("status") == Status.CLAIMED:
+            return
+        try:
+            await self.livekit.delete(dispatch_id, planned.room_name)
+        except LiveKitError as exc:
+            log.warning("could not withdraw a dispatch; the sweeper collects it",
+                        extra={"slot": planned.slot, "dispatch_id": dispatch_id, "error": str(exc)})
 
     # --- confirmation ---------------------------------------------------------
 
     async def _confirm_join(self, event: WebhookEvent, decision: Decision) -> Outcome:
         """Match an agent's own join to the dispatch that brought it: JOINED.
 
-        In order of certainty: the agent's `switchboard.dispatch_id` attribute
-        (our workers set it from their job); the only open dispatch of that agent
-        name in the room; LiveKit's record of which job the participant is. That
-        last one lags the join by seconds, so an unmatched join is answered 503
-        and LiveKit asks again; the sweeper settles whatever is left.
+        Only on evidence of which dispatch it is: the agent's `switchboard.dispatch_id`
+        attribute (our workers set it from their job), or LiveKit's record of which job
+        the participant is. A name alone proves nothing (anyone's worker can register
+        it). LiveKit's record lags the join by seconds, so an unmatched join is answered
+        503 and LiveKit asks again; the sweeper settles whatever is left.
         """
-        name, identity = decision.agent_name, decision.agent_identity
+        name, identity, sid = decision.agent_name, decision.agent_identity, event.participant.sid
         if not name or not event.room.sid:
             return Outcome(decision, note="agent participant without lk.agent_name or room")
         slots = await self.store.load_slots(event.room.sid)
-        if any(r.get("agent_identity") == identity and r.get("status") == Status.JOINED for r in slots.values()):
+        if any(r.get("status") == Status.JOINED and r.get("agent_identity") == identity
+               and r.get("agent_sid", sid) == sid for r in slots.values()):
             return Outcome(decision, [SlotResult("", "duplicate", detail=f"{identity} already joined")])
         candidates = [r for r in slots.values() if r.get("agent_name") == name
                       and r.get("status") in (Status.CLAIMED, Status.DISPATCHED)]
-        claimed_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
-        if claimed_id:
-            match = next((r for r in candidates if r.get("dispatch_id") == claimed_id), None)
-            if match is None:
-                return Outcome(decision, note=f"{identity} came from dispatch {claimed_id}, not an open one of ours")
-        elif not candidates:
-            return Outcome(decision, note=f"agent {name!r} joined without an open Switchboard dispatch")
-        elif len(candidates) == 1 and candidates[0].get("status") == Status.DISPATCHED:
-            match = candidates[0]
-        else:
+        dispatch_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
+        if not dispatch_id:
+            if not candidates:
+                return Outcome(decision, note=f"agent {name!r} joined without an open Switchboard dispatch")
             try:
-                dispatch_id = await self.livekit.dispatch_of_participant(event.room.name, name, identity)
+                dispatch_id = await self.livekit.dispatch_of_participant(event.room.name, name, identity) or ""
             except LiveKitUnavailable as exc:
                 return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
             except LiveKitRejected as exc:
                 return Outcome(decision, [SlotResult("", "unconfirmed", detail=str(exc))])
-            match = next((r for r in candidates if dispatch_id and r.get("dispatch_id") == dispatch_id), None)
-            if match is None:
+            if not dispatch_id:
                 return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
                                                      detail=f"LiveKit does not yet say which dispatch {identity} is")])
-        joined = await self.store.mark_joined(event.room.sid, match["sk"], identity)
+        match = next((r for r in candidates if r.get("dispatch_id") == dispatch_id), None)
+        if match is None:
+            if any(r.get("status") == Status.CLAIMED for r in candidates):
+                # The owner may be writing this very id now: ask again shortly.
+                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
+                                                     detail=f"a claim of {name!r} is still being recorded")])
+            return Outcome(decision, note=f"{identity} came from dispatch {dispatch_id}, not an open one of ours")
+        joined = await self.store.mark_joined(event.room.sid, match["sk"], identity, dispatch_id, sid)
         return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
 
     async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
-        """An agent left (or its connection aborted): its slot ends if it meant to, else the room may get it back."""
+        """An agent left (or its connection aborted): its slot ends if it meant to, else the room may get it back.
+
+        Idempotent per event and per dispatch: a departure acts only on the slot whose
+        current dispatch the leaving participant was (by its sid, its dispatch-id attribute
+        or LiveKit's job), once; and never while that participant is still in the room.
+        """
         identity = decision.agent_identity
         reason = DisconnectReason.Name(event.participant.disconnect_reason)
         if event.participant.disconnect_reason == DisconnectReason.DUPLICATE_IDENTITY:
@@ -279,35 +314,51 @@ class Pipeline:
             return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
         if record is None:
             return Outcome(decision, note=f"{identity} held no open Switchboard dispatch")
+        event_id = event_id_of(event)
+        if record.get("event_id") == event_id:
+            return Outcome(decision, [SlotResult(record["sk"], "duplicate", detail="this departure was handled")])
+        try:
+            still_here = any(p.sid == event.participant.sid for p in await self.livekit.participants(event.room.name))
+        except LiveKitUnavailable as exc:
+            return Outcome(decision, [SlotResult(record["sk"], "unconfirmed", retry=True, detail=str(exc))])
+        except LiveKitRejected as exc:
+            return Outcome(decision, [SlotResult(record["sk"], "unconfirmed", detail=str(exc))])
+        if still_here:
+            # Stale (a reordered or replayed webhook): deleting a dispatch can't be undone.
+            return Outcome(decision, [SlotResult(record["sk"], "stale",
+                                                 detail=f"{identity} ({event.participant.sid}) is still in the room")])
         done = event.participant.attributes.get(DONE_ATTRIBUTE, "")
         if done or event.participant.disconnect_reason in INTENDED_LEAVES:
             why = f"agent {identity} left as intended ({reason}" + (f": {done[:200]})" if done else ")")
             settled = await self.store.settle(record, Status.ENDED, why)
             return Outcome(decision, [SlotResult(record["sk"], "ended" if settled else "duplicate", detail=why)])
         how = "left" if event.event == "participant_left" else "could not connect"
-        result = await self.replace_agent(record, f"agent {identity} {how} ({reason})", event_id_of(event), metrics)
+        result = await self.replace_agent(record, f"agent {identity} {how} ({reason})", event_id, metrics)
         return Outcome(decision, [result])
 
     async def _slot_of_agent(self, event: WebhookEvent, decision: Decision) -> dict[str, Any] | None:
-        """The slot whose agent this is: JOINED under its identity or, if its join was never
-        confirmed (a connection that aborted), DISPATCHED to the job LiveKit says it is."""
+        """The open slot whose current dispatch the leaving agent was, on evidence: the sid it
+        joined with, its dispatch-id attribute, or (a join never confirmed, or a worker that
+        sets no attribute) the job LiveKit says it is. A reused identity is not evidence."""
         if not event.room.sid:
             return None
-        slots = await self.store.load_slots(event.room.sid)
-        identity = decision.agent_identity
-        joined = next((r for r in slots.values() if r.get("agent_identity") == identity
-                       and r.get("status") == Status.JOINED), None)
-        if joined is not None:
-            return joined
-        waiting = [r for r in slots.values() if r.get("status") == Status.DISPATCHED
-                   and r.get("agent_name") == decision.agent_name]
-        if not waiting:
-            return None
-        try:
-            dispatch_id = await self.livekit.dispatch_of_participant(event.room.name, decision.agent_name, identity)
-        except LiveKitRejected:
-            return None
-        return next((r for r in waiting if dispatch_id and r.get("dispatch_id") == dispatch_id), None)
+        slots = [r for r in (await self.store.load_slots(event.room.sid)).values()
+                 if r.get("status") in (Status.DISPATCHED, Status.JOINED) and r.get("agent_name") == decision.agent_name]
+        sid = event.participant.sid
+        by_sid = next((r for r in slots if r.get("status") == Status.JOINED and sid and r.get("agent_sid") == sid), None)
+        if by_sid is not None:
+            return by_sid
+        dispatch_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
+        if not dispatch_id and slots:
+            try:
+                dispatch_id = await self.livekit.dispatch_of_participant(
+                    event.room.name, decision.agent_name, decision.agent_identity) or ""
+            except LiveKitRejected:
+                return None
+        match = next((r for r in slots if dispatch_id and r.get("dispatch_id") == dispatch_id), None)
+        if match is not None and match.get("status") == Status.JOINED and match.get("agent_sid") not in ("", None, sid):
+            return None  # its dispatch, but a later connection of it: that one is what the slot holds now
+        return match
 
     async def replace_agent(self, record: dict[str, Any], why: str, event_id: str, metrics: Metrics) -> SlotResult:
         """A slot's agent is gone without meaning to go: dispatch it again if the room still wants it.

@@ -55,6 +55,10 @@ class PlannedDispatch:
     participant_identity: str = ""
     # Who set off a participant rule, recorded even when the slot is per room.
     triggered_by: str = ""
+    # That participant's session (sid) and when it joined (LiveKit's clock, ms): a
+    # participant rule's settled slot is opened again by a presence that joined after.
+    participant_sid: str = field(default="", compare=False)
+    participant_joined_ms: int = field(default=0, compare=False)
     rule_metadata: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -191,7 +195,8 @@ def _plan(event: WebhookEvent, plan: AgentPlan, trigger: str) -> list[PlannedDis
         planned.append(PlannedDispatch(
             agent_name=rule.name, rule=Rule.ON_PARTICIPANT_JOINED, rule_metadata=rule.metadata,
             participant_identity=participant.identity if rule.per == "participant" else "",
-            triggered_by=participant.identity, **base))
+            triggered_by=participant.identity, participant_sid=participant.sid,
+            participant_joined_ms=participant.joined_at_ms or participant.joined_at * 1000, **base))
     return planned
 
 

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     dynamodb_read_timeout_seconds: float = Field(default=3.0, gt=0)
     dynamodb_max_attempts: int = Field(default=3, ge=1)
     retry_after_seconds: int = Field(default=2, ge=1)
+    # One webhook's whole budget, whatever its bounded calls add up to: past it the answer
+    # is 503 and LiveKit sends it again. Well under Lambda's 25 s and LiveKit's 30 s queue.
+    webhook_budget_seconds: float = Field(default=15.0, gt=0, le=25)
 
     max_body_bytes: int = 1024 * 1024
     # A body trickling in slower than this holds the room's queue: answer 408.
@@ -106,10 +109,11 @@ class Settings(BaseSettings):
         if not text:
             return {}
         if text.startswith("{"):
-            return json.loads(text)
+            loaded = json.loads(text)
+            return {str(k).strip(): str(v).strip() for k, v in loaded.items()} if isinstance(loaded, dict) else loaded
         pairs: dict[str, str] = {}
         for item in text.split(","):
-            key, sep, secret = item.strip().partition(":")
+            key, sep, secret = (part.strip() for part in item.strip().partition(":"))
             if not sep or not key or not secret:
                 # Never echo the item: it holds a secret.
                 raise ValueError("SWITCHBOARD_WEBHOOK_KEYS entries must look like key:secret")

@@ -33,8 +33,8 @@ from typing import Any
 from livekit.protocol.models import ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
-from .claims import Status, StoreUnavailable
-from .dispatcher import LiveKitError, LiveKitRejected
+from .claims import ClaimError, Status, StoreUnavailable
+from .dispatcher import LiveKitError, slot_of
 from .observability import Metrics
 from .pipeline import Pipeline
 from .policy import planned_from_record
@@ -75,19 +75,25 @@ class Sweeper:
         metrics = Metrics()
         rooms = _LiveRooms(self.livekit)
         try:
+            try:
+                await rooms.all()
+            except LiveKitError as exc:
+                # Without LiveKit's rooms nothing can be judged: a refused key (say, rotated
+                # away under a warm sweeper) must never read as "every room is gone".
+                report.errors.append(f"LiveKit's rooms could not be listed, nothing was settled: {exc}")
+                metrics.add("LiveKitListFailures", 1)
+                return report
             for record in await self.store.pending(self.settings.sweep_window_days):
                 try:
                     await self._settle(record, report, metrics, rooms)
-                except (LiveKitError, StoreUnavailable) as exc:
+                except (LiveKitError, StoreUnavailable, ClaimError) as exc:
+                    # One slot that can't be settled now must not keep the sweep from the rest.
                     report.errors.append(f"{record.get('sk')} in {record.get('room_name')}: {exc}")
-            try:
-                await self._reconcile(report, rooms, metrics)
-            except LiveKitError as exc:
-                report.errors.append(f"reconcile: {exc}")
+            await self._reconcile(report, rooms, metrics)
         finally:
             metrics.add("SweepErrors", len(report.errors))
             metrics.flush()
-        log.info("sweep done", extra=report.as_dict() | {"details": report.details[:50]})
+            log.info("sweep done", extra=report.as_dict() | {"details": report.details[:50]})
         return report
 
     async def run_every(self, interval: float, stop: asyncio.Event,
@@ -109,30 +115,32 @@ class Sweeper:
         now = self.clock()
         status = record.get("status")
         attempts = int(record.get("attempts", 1))
-        if status == Status.CLAIMED:
-            if record.get("lease_expires_at", 0) > now:
-                return report.add("claim_in_progress", record)
-            return await self._dispatch_again(record, report, metrics, redispatch=None)
-        if status == Status.FAILED:
-            if now < _parse(record.get("failed_at")) + self._wait(attempts):
-                return report.add("backing_off", record)
-            return await self._dispatch_again(record, report, metrics, redispatch=None)
-        if status != Status.DISPATCHED:
-            return
-        if now < _parse(record.get("dispatched_at")) + self._wait(attempts):
+        if status == Status.CLAIMED and record.get("lease_expires_at", 0) > now:
+            return report.add("claim_in_progress", record)
+        if status == Status.FAILED and now < _parse(record.get("failed_at")) + self._wait(attempts):
+            return report.add("backing_off", record)
+        if status == Status.DISPATCHED and now < _parse(record.get("dispatched_at")) + self._wait(attempts):
             return report.add("awaiting_join", record)
+        if status not in (Status.CLAIMED, Status.FAILED, Status.DISPATCHED):
+            return
 
+        # Whatever is done next is done in the slot's own room session, or not at all: a
+        # room name used again must never get an earlier session's agent.
         room = await rooms.named(record["room_name"])
         if room is None or room.sid != record["room_sid"]:
-            ended = await self.store.end_room(record["room_sid"])
+            ended = await self.store.end_room(record["room_sid"], "the room session is over")
             return report.add("room_gone", record, f"room session over; {ended} dispatch(es) ended")
+        if status in (Status.CLAIMED, Status.FAILED):
+            return await self._dispatch_again(record, report, metrics, redispatch=None)
+
         dispatch = next((d for d in await self.livekit.list(record["room_name"])
                          if d.id == record.get("dispatch_id")), None)
         jobs = list(dispatch.state.jobs) if dispatch else []
-        present = {p.identity for p in await self.livekit.participants(record["room_name"])}
+        present = {p.identity: p.sid for p in await self.livekit.participants(record["room_name"])}
         joined = next((j.state.participant_identity for j in jobs if j.state.participant_identity in present), "")
         if joined:
-            await self.store.mark_joined(record["room_sid"], record["sk"], joined)
+            await self.store.mark_joined(record["room_sid"], record["sk"], joined, record["dispatch_id"],
+                                         present[joined])
             return report.add("joined", record, f"{joined} is in the room; its join webhook was missed")
 
         why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds)
@@ -154,13 +162,49 @@ class Sweeper:
 
     async def _reconcile(self, report: SweepReport, rooms: _LiveRooms, metrics: Metrics) -> None:
         for room in await rooms.all():
-            if not room.metadata:
-                continue
             try:
-                await self._reconcile_room(room, report, metrics)
-            except (LiveKitError, StoreUnavailable) as exc:
+                await self._collect_orphans(room, report)
+                if room.metadata:
+                    await self._reconcile_room(room, report, metrics)
+            except (LiveKitError, StoreUnavailable, ClaimError) as exc:
                 # One room that can't be read now must not keep the sweep from the rest.
                 report.errors.append(f"reconcile {room.name}: {exc}")
+
+    async def _collect_orphans(self, room: Room, report: SweepReport) -> None:
+        """Delete every dispatch in the room that carries a Switchboard slot but is not that
+        slot's current dispatch: a CreateDispatch that landed after its caller gave up, an
+        owner's that lost its lease, one of an earlier session of the room name, one whose
+        slot has settled. After this, each slot has at most one dispatch in LiveKit.
+
+        A slot still being claimed, or failed and about to be retried, is left alone: its
+        owner may be adopting that very dispatch (pipeline.dispatch_slot looks first).
+        Dispatches without a slot of ours (someone else's, LiveKit's default) are never touched.
+        """
+        dispatches = [(d, slot_of(d.metadata)) for d in await self.livekit.list(room.name)]
+        ours = [(d, key) for d, key in dispatches if key is not None]
+        if not ours:
+            return
+        slots = await self.store.load_slots(room.sid)
+        for dispatch, (room_sid, slot) in ours:
+            record = slots.get(slot) if room_sid == room.sid else None
+            if record is None:
+                if room_sid == room.sid:
+                    continue  # a slot we have no record of: another deployment's, perhaps
+                why = f"it was made for an earlier session of the room ({room_sid})"
+            elif record.get("status") == Status.CLAIMED or (
+                    record.get("status") == Status.FAILED and record.get("retryable")):
+                continue
+            elif record.get("status") in (Status.DISPATCHED, Status.JOINED):
+                if record.get("dispatch_id") == dispatch.id:
+                    continue
+                why = f"the slot's dispatch is {record.get('dispatch_id')}"
+            else:
+                why = f"the slot is {record.get('status')}"
+            await self.livekit.delete(dispatch.id, room.name)
+            if record is not None:
+                await self.store.note_orphan(record, dispatch.id, why)
+            report.add("orphan_deleted", record or {"room_name": room.name, "room_sid": room_sid, "sk": slot},
+                       f"{dispatch.id}: {why}")
 
     async def _reconcile_room(self, room: Room, report: SweepReport, metrics: Metrics) -> None:
         outcome = await self.pipeline.handle(
@@ -206,12 +250,10 @@ class _LiveRooms:
         self._rooms: dict[str, Room] | None = None
 
     async def all(self) -> list[Room]:
+        """Every active room. Raises LiveKitError when they can't be listed: an empty list would
+        mean "every session is over", and the sweep would end slots that are not."""
         if self._rooms is None:
-            try:
-                listed = await self._livekit.rooms()
-            except LiveKitRejected:
-                listed = []
-            self._rooms = {room.name: room for room in listed}
+            self._rooms = {room.name: room for room in await self._livekit.rooms()}
         return list(self._rooms.values())
 
     async def named(self, room_name: str) -> Room | None:

@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -83,6 +84,35 @@ def local_stack() -> Iterator[LocalStack]:
         stack.start_handler(env)
         stack.start_livekit()
         yield LocalStack(stack, TEST_PORTS, env)
+
+
+@dataclass
+class Faults:
+    """toxiproxy in front of livekit-server and DynamoDB Local: real latency, resets and outages."""
+
+    toxiproxy: Any
+    livekit: Any
+    dynamodb: Any
+
+    @property
+    def livekit_url(self) -> str:
+        return f"http://127.0.0.1:{FAULT_PORTS[1]}"
+
+    @property
+    def dynamodb_url(self) -> str:
+        return f"http://127.0.0.1:{FAULT_PORTS[2]}"
+
+
+@pytest.fixture(scope="session")
+def faults(local_stack: LocalStack) -> Iterator[Faults]:
+    """One toxiproxy for the session (its API on FAULT_PORTS[0]); every test starts with no toxics."""
+    from tests.toxiproxy import Toxiproxy
+
+    local_stack.stack.start_toxiproxy(FAULT_PORTS[0])
+    toxiproxy = Toxiproxy(FAULT_PORTS[0])
+    yield Faults(toxiproxy, toxiproxy.proxy("livekit", FAULT_PORTS[1], local_stack.ports.livekit),
+                 toxiproxy.proxy("dynamodb", FAULT_PORTS[2], local_stack.ports.dynamodb))
+    toxiproxy.reset()
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,8 @@ class Room:
 
     def __init__(self, local_stack, aws, lk: api.LiveKitAPI, client: httpx.AsyncClient, info: api.Room) -> None:
         self.local_stack, self.aws, self.lk, self.client, self.info = local_stack, aws, lk, client, info
+        # LiveKit's leave names the same participant session (sid) as its join did.
+        self.sids: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -48,9 +50,10 @@ class Room:
         """An agent of the slot's current dispatch joins; its identity."""
         record = await eventually(lambda: (r := slot(self.aws, self.name, agent)).get("status") == "DISPATCHED" and r)
         identity = f"agent-AJ_{uuid.uuid4().hex[:8]}"
+        joining = participant(identity, "agent", {"lk.agent_name": agent, "switchboard.dispatch_id": record["dispatch_id"]})
+        self.sids[identity] = joining["sid"]
         response = await self.send(event("participant_joined", self.name, self.info.sid, self.info.metadata,
-                                         participant=participant(identity, "agent", {
-                                             "lk.agent_name": agent, "switchboard.dispatch_id": record["dispatch_id"]})))
+                                         participant=joining))
         assert response.status_code == 200, response.text
         assert slot(self.aws, self.name, agent)["status"] == "JOINED"
         return identity
@@ -59,6 +62,8 @@ class Room:
                            done: str = "") -> httpx.Response:
         attributes = {"lk.agent_name": agent} | ({"switchboard.done": done} if done else {})
         leaving = participant(identity, "agent", attributes) | {"disconnectReason": reason}
+        if identity in self.sids:
+            leaving["sid"] = self.sids[identity]
         return await self.send(event("participant_left", self.name, self.info.sid, self.info.metadata,
                                      participant=leaving))
 

@@ -153,8 +153,9 @@ async def test_rejections_are_recorded_once(store, sid):
 async def test_join_then_end(store, sid):
     claim = await store.claim(planned(sid), "EV_1", None)
     await store.mark_dispatched(claim, "AD_1")
-    assert await store.mark_joined(sid, "DISPATCH#driver", "agent-AJ_1")
-    assert not await store.mark_joined(sid, "DISPATCH#driver", "agent-AJ_1")
+    assert not await store.mark_joined(sid, "DISPATCH#driver", "agent-AJ_1", "AD_other")
+    assert await store.mark_joined(sid, "DISPATCH#driver", "agent-AJ_1", "AD_1", "PA_1")
+    assert not await store.mark_joined(sid, "DISPATCH#driver", "agent-AJ_1", "AD_1", "PA_1")
     await store.record_rejection(planned(sid, "rogue"), "EV_1", "not allowed")
     assert await store.end_room(sid) == 1
     slots = await store.load_slots(sid)

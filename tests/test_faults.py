@@ -27,24 +27,19 @@ LEASE = 3
 
 
 @pytest.fixture(scope="module")
-def faults(local_stack):
-    local_stack.stack.start_toxiproxy(API)
-    toxiproxy = Toxiproxy(API)
-    proxies = {"livekit": toxiproxy.proxy("livekit", LIVEKIT_PROXY, local_stack.ports.livekit),
-               "dynamodb": toxiproxy.proxy("dynamodb", DYNAMODB_PROXY, local_stack.ports.dynamodb)}
-    env = {"LIVEKIT_URL": f"http://127.0.0.1:{LIVEKIT_PROXY}",
-           "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{DYNAMODB_PROXY}",
+def faulty(local_stack, faults):
+    env = {"LIVEKIT_URL": faults.livekit_url, "AWS_ENDPOINT_URL_DYNAMODB": faults.dynamodb_url,
            "SWITCHBOARD_LIVEKIT_TIMEOUT_SECONDS": "2", "SWITCHBOARD_DYNAMODB_CONNECT_TIMEOUT_SECONDS": "1",
            "SWITCHBOARD_DYNAMODB_READ_TIMEOUT_SECONDS": "1", "SWITCHBOARD_DYNAMODB_MAX_ATTEMPTS": "2",
            "SWITCHBOARD_CLAIM_LEASE_SECONDS": str(LEASE)}
-    local_stack.start_handler(HANDLER, "handler-faulty", **env)
-    yield toxiproxy, proxies, env
-    toxiproxy.reset()
+    service = local_stack.start_handler(HANDLER, "handler-faulty", **env)
+    yield faults.toxiproxy, {"livekit": faults.livekit, "dynamodb": faults.dynamodb}, env
+    service.stop()
 
 
 @pytest.fixture(autouse=True)
-def no_toxics(faults):
-    faults[0].reset()
+def no_toxics(faulty):
+    faulty[0].reset()
 
 
 def deliver(room, **kw) -> tuple[bytes, dict]:
@@ -72,8 +67,8 @@ async def driver_dispatches(local_stack, room) -> list:
 
 
 @pytest.mark.parametrize("fault", ["latency beyond the timeout", "connection reset", "server down"])
-async def test_livekit_faults_answer_503_and_the_redelivery_dispatches_once(local_stack, aws, faults, room, fault):
-    toxiproxy, proxies, _ = faults
+async def test_livekit_faults_answer_503_and_the_redelivery_dispatches_once(local_stack, aws, faulty, room, fault):
+    toxiproxy, proxies, _ = faulty
     lk_proxy = proxies["livekit"]
     if fault == "latency beyond the timeout":
         lk_proxy.add("latency", "upstream", latency=4000)
@@ -98,8 +93,8 @@ async def test_livekit_faults_answer_503_and_the_redelivery_dispatches_once(loca
 
 
 @pytest.mark.parametrize("fault", ["latency beyond the timeout", "server down"])
-async def test_dynamodb_faults_answer_503_and_dispatch_nothing_until_it_is_back(local_stack, aws, faults, room, fault):
-    toxiproxy, proxies, _ = faults
+async def test_dynamodb_faults_answer_503_and_dispatch_nothing_until_it_is_back(local_stack, aws, faulty, room, fault):
+    toxiproxy, proxies, _ = faulty
     if fault == "server down":
         proxies["dynamodb"].enabled(False)
     else:
@@ -115,9 +110,9 @@ async def test_dynamodb_faults_answer_503_and_dispatch_nothing_until_it_is_back(
     assert len(await driver_dispatches(local_stack, room)) == 1
 
 
-async def test_dynamodb_lost_mid_dispatch_leaves_a_claim_the_sweeper_finishes(local_stack, aws, faults, room):
+async def test_dynamodb_lost_mid_dispatch_leaves_a_claim_the_sweeper_finishes(local_stack, aws, faulty, room):
     """CreateDispatch succeeds, then DynamoDB vanishes before DISPATCHED is written."""
-    toxiproxy, proxies, env = faults
+    toxiproxy, proxies, env = faulty
     proxies["livekit"].add("latency", "downstream", latency=1200)  # answer slowly, but inside the timeout
     body, headers = deliver(room)
     async with DynamoStore.open(Settings()) as direct:  # DynamoDB itself, not through the proxy

@@ -133,3 +133,30 @@ def test_identities_with_control_characters_stay_in_their_own_slot():
     meta = {"on_participant_joined": [{"name": "translator"}]}
     d = decide(ev("participant_joined", meta, participant("ali\x00ce\n#P#x")), ROUTING, SETTINGS)
     assert slots(d) == ["DISPATCH#translator#P#ali\x00ce\n#P#x"]
+
+
+def test_a_number_too_long_for_python_is_a_clear_error_not_absent_metadata():
+    d = decide(ev("room_started", '{"agents": [{"name": "driver", "metadata": {"n": ' + "9" * 5000 + "}}]}"),
+               ROUTING, SETTINGS)
+    assert d.action is Action.IGNORE and "5000-digit number" in d.error
+
+
+def test_nan_and_infinity_are_refused_they_would_reach_agents_as_invalid_json():
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        d = decide(ev("room_started", '{"agents": [{"name": "driver", "metadata": {"x": ' + constant + "}}]}"),
+                   ROUTING, SETTINGS)
+        assert d.action is Action.IGNORE and constant in d.error, constant
+
+
+def test_an_explicit_participant_rule_replaces_the_profiles_rule_of_the_same_name():
+    routing = Routing.model_validate({"profiles": {"calls": {"on_participant_joined": [
+        {"name": "translator", "per": "participant"}]}}})
+    meta = {"profile": "calls", "on_participant_joined": [{"name": "translator", "per": "room"}]}
+    d = decide(ev("participant_joined", meta, participant("alice")), routing, SETTINGS)
+    assert slots(d) == ["DISPATCH#translator"]
+
+
+def test_a_participant_plan_carries_its_presence():
+    who = participant("alice")
+    d = decide(ev("participant_joined", {"on_participant_joined": [{"name": "translator"}]}, who), ROUTING, SETTINGS)
+    assert d.planned[0].participant_sid == who["sid"] and d.planned[0].participant_joined_ms > 0

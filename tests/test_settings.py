@@ -41,3 +41,10 @@ def test_allowlist_from_comma_list_or_json(monkeypatch):
 def test_region_comes_from_the_standard_variable(monkeypatch):
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     assert Settings().aws_region == "eu-west-1"
+
+
+def test_spaces_around_a_key_pair_are_not_part_of_the_key_or_the_secret(monkeypatch):
+    monkeypatch.setenv("SWITCHBOARD_WEBHOOK_KEYS", "k1: s1 , k2 :s2")
+    assert Settings().signing_keys == {"k1": "s1", "k2": "s2"}
+    monkeypatch.setenv("SWITCHBOARD_WEBHOOK_KEYS", '{" k3 ": " s3 "}')
+    assert Settings().signing_keys == {"k3": "s3"}

@@ -38,8 +38,10 @@ def event(kind: str, room_name: str, room_sid: str, metadata: str | dict | None 
 
 
 def participant(identity: str, kind: str = "standard", attributes: dict[str, str] | None = None) -> dict[str, Any]:
+    now = datetime.datetime.now()
     return {"sid": f"PA_{uuid.uuid4().hex[:10]}", "identity": identity, "kind": KIND[kind],
-            "attributes": attributes or {}}
+            "attributes": attributes or {}, "joinedAt": str(int(now.timestamp())),
+            "joinedAtMs": str(int(now.timestamp() * 1000))}
 
 
 def signed_request(body: dict[str, Any] | bytes, **sign_kwargs: Any) -> tuple[bytes, dict[str, str]]:
