@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV_VERSION := 0.9.30
 UV := python3 -m uv
 
-.PHONY: setup tools python fetch dev demo test soak bench
+.PHONY: setup tools python fetch dev demo test soak bench explore
 
 setup: tools python fetch
 
@@ -35,6 +35,18 @@ soak: setup
 	SWITCHBOARD_LOAD_ROOMS=200 SWITCHBOARD_LOAD_WORKERS=3 SWITCHBOARD_LOAD_CONFIRM_DEADLINE=120 \
 		SWITCHBOARD_LOAD_SWEEP_EVERY=10 \
 		$(UV) run pytest --timeout 1800 tests/test_load.py
+
+# The schedule explorer at length (tests/test_explorer.py): SCHEDULES seeds from FIRST_SEED,
+# split over two processes (one per core). `make test` runs a few dozen of them.
+SCHEDULES ?= 10000
+FIRST_SEED ?= 1
+explore: setup
+	@half=$$(( $(SCHEDULES) / 2 )); \
+	SWITCHBOARD_EXPLORE_FIRST_SEED=$(FIRST_SEED) SWITCHBOARD_EXPLORE_SCHEDULES=$$half \
+		$(UV) run pytest -q --timeout 0 -p no:cacheprovider tests/test_explorer.py -k keep_every & first=$$!; \
+	SWITCHBOARD_EXPLORE_FIRST_SEED=$$(( $(FIRST_SEED) + half )) SWITCHBOARD_EXPLORE_SCHEDULES=$$(( $(SCHEDULES) - half )) \
+		$(UV) run pytest -q --timeout 0 -p no:cacheprovider tests/test_explorer.py -k keep_every; second=$$?; \
+	wait $$first && [ $$second = 0 ]
 
 bench: setup
 	$(UV) run python -m bench

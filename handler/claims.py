@@ -69,6 +69,9 @@ class Claim:
     # earlier attempt may have reached LiveKit, so look before creating again.
     takeover: bool
     previous_dispatch_id: str = ""
+    # The attempts are used up and the last one died mid-claim (its lease ran out): this
+    # claim may only adopt what that attempt created, never create again.
+    last_chance: bool = False
 
 
 class ClaimError(Exception):

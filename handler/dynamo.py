@@ -80,6 +80,8 @@ def _from_attr(attr: dict[str, Any]) -> Any:
         return {k: _from_attr(v) for k, v in value.items()}
     if kind == "L":
         return [_from_attr(v) for v in value]
+    if kind == "SS":
+        return sorted(value)
     raise TypeError(f"unexpected DynamoDB type {kind}")
 
 
@@ -353,6 +355,10 @@ class DynamoStore:
             if status == Status.CLAIMED and existing.get("lease_expires_at", 0) > now:
                 raise ClaimInProgress(planned.slot, existing)
         attempts = 0 if reopen else int(existing.get("attempts", 0))
+        # An expired claim on the last attempt is finished, not retried: adopt or fail.
+        last_chance = status == Status.CLAIMED and attempts >= self._settings.max_dispatch_attempts
+        if last_chance:
+            attempts -= 1
         if status == Status.FAILED and not reopen and (
                 not existing.get("retryable") or attempts >= self._settings.max_dispatch_attempts):
             raise SlotClosed(planned.slot, existing, f"failed after {attempts} attempt(s): {existing.get('error', '')}")
@@ -371,7 +377,8 @@ class DynamoStore:
                              + (", redispatch_reason = :why" if redispatch else "")
                              + " REMOVE retryable, missing_since"
                              + (", dispatch_id, agent_identity, agent_sid, joined_at, ended_at, failed_at, "
-                                "#error, reason, redispatch_reason, orphans" if reopen else ""),
+                                "#error, reason, orphans" + ("" if redispatch else ", redispatch_reason")
+                                if reopen else ""),
             # Optimistic: only if nobody moved the slot since we read it.
             ConditionExpression="#status = :old_status AND " + (
                 "#owner = :old_owner" if "owner" in existing else "attribute_not_exists(#owner)"),
@@ -390,7 +397,8 @@ class DynamoStore:
         if not written:
             return None, current or None
         return Claim(planned, owner, attempt=attempts + 1, takeover=not reopen,
-                     previous_dispatch_id="" if reopen else existing.get("dispatch_id", "")), None
+                     previous_dispatch_id="" if reopen else existing.get("dispatch_id", ""),
+                     last_chance=last_chance), None
 
     async def _reoccupy(self, planned: PlannedDispatch, now: float) -> None:
         for _ in range(2):

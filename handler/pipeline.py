@@ -217,6 +217,15 @@ class Pipeline:
                         # Whoever took the slot over looks for the same dispatch and adopts it.
                         return SlotResult(slot, "lease_lost", detail=found)
                     return SlotResult(slot, "adopted", detail=found)
+                if claim.last_chance:
+                    why = (f"the last of {claim.attempt} attempt(s) never finished and LiveKit holds no "
+                           "dispatch it made")
+                    try:
+                        await self.store.mark_failed(claim, why, retryable=False)
+                    except LeaseLost:
+                        return SlotResult(slot, "lease_lost", detail=why)
+                    metrics.add("DispatchFailures", 1)
+                    return SlotResult(slot, "failed", detail=why)
             dispatch_id = await self.livekit.create(planned)
         except LiveKitError as exc:
             retryable = isinstance(exc, LiveKitUnavailable)
@@ -241,12 +250,15 @@ class Pipeline:
     async def _withdraw(self, planned: PlannedDispatch, dispatch_id: str, current: dict[str, Any]) -> None:
         """Our lease ran out while LiveKit created our dispatch, and someone else owns the slot now.
 
-        Our dispatch goes, unless the slot now holds it (the new owner adopted it) or the new
-        owner is mid-claim (it may be adopting it now): then the sweeper's collector decides
-        once the slot has settled on one dispatch.
+        Our dispatch goes only once the slot has settled on another: it holds a different
+        dispatch, or it is over. While it is claimed, or failed and about to be retried,
+        its next owner may adopt ours (it looks in LiveKit first): the sweeper's collector
+        decides later, as it does for any dispatch that is not its slot's.
         """
         log.error("lease lost after dispatch", extra={"slot": planned.slot, "dispatch_id": dispatch_id})
-        if current.get("dispatch_id") == dispatch_id or current.get("status") == Status.CLAIMED:
+        status = current.get("status")
+        if current.get("dispatch_id") == dispatch_id or status == Status.CLAIMED or (
+                status == Status.FAILED and current.get("retryable")):
             return
         try:
             await self.livekit.delete(dispatch_id, planned.room_name)

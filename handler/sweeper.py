@@ -37,7 +37,7 @@ from .claims import ClaimError, Status, StoreUnavailable
 from .dispatcher import LiveKitError, slot_of
 from .observability import Metrics
 from .pipeline import Pipeline
-from .policy import planned_from_record
+from .policy import DISPATCH_ID_ATTRIBUTE, planned_from_record
 
 log = logging.getLogger("switchboard.sweeper")
 
@@ -83,7 +83,12 @@ class Sweeper:
                 report.errors.append(f"LiveKit's rooms could not be listed, nothing was settled: {exc}")
                 metrics.add("LiveKitListFailures", 1)
                 return report
-            for record in await self.store.pending(self.settings.sweep_window_days):
+            try:
+                work = await self.store.pending(self.settings.sweep_window_days)
+            except StoreUnavailable as exc:
+                report.errors.append(f"the dispatch log could not be read, nothing was settled: {exc}")
+                return report
+            for record in work:
                 try:
                     await self._settle(record, report, metrics, rooms)
                 except (LiveKitError, StoreUnavailable, ClaimError) as exc:
@@ -128,6 +133,9 @@ class Sweeper:
         # room name used again must never get an earlier session's agent.
         room = await rooms.named(record["room_name"])
         if room is None or room.sid != record["room_sid"]:
+            # The list is from the start of the sweep; a session that started since is in no list.
+            room = await self.livekit.room(record["room_name"])
+        if room is None or room.sid != record["room_sid"]:
             ended = await self.store.end_room(record["room_sid"], "the room session is over")
             return report.add("room_gone", record, f"room session over; {ended} dispatch(es) ended")
         if status in (Status.CLAIMED, Status.FAILED):
@@ -136,7 +144,10 @@ class Sweeper:
         dispatch = next((d for d in await self.livekit.list(record["room_name"])
                          if d.id == record.get("dispatch_id")), None)
         jobs = list(dispatch.state.jobs) if dispatch else []
-        present = {p.identity: p.sid for p in await self.livekit.participants(record["room_name"])}
+        # The job's agent, if it is in the room: by identity, which workers reuse, so only a
+        # participant whose dispatch-id attribute (when it has one) names this dispatch.
+        present = {p.identity: p.sid for p in await self.livekit.participants(record["room_name"])
+                   if p.attributes.get(DISPATCH_ID_ATTRIBUTE, record["dispatch_id"]) == record["dispatch_id"]}
         joined = next((j.state.participant_identity for j in jobs if j.state.participant_identity in present), "")
         if joined:
             await self.store.mark_joined(record["room_sid"], record["sk"], joined, record["dispatch_id"],
@@ -184,6 +195,13 @@ class Sweeper:
         ours = [(d, key) for d, key in dispatches if key is not None]
         if not ours:
             return
+        # The room's session as it is now, read after the dispatches were: a dispatch of
+        # another session than this one is of an earlier one (the sweep's own list of rooms
+        # may predate a session that started since, whose dispatches are no orphans).
+        current = await self.livekit.room(room.name)
+        if current is None:
+            return  # the room is gone, and its dispatches with it
+        room = current
         slots = await self.store.load_slots(room.sid)
         for dispatch, (room_sid, slot) in ours:
             record = slots.get(slot) if room_sid == room.sid else None
@@ -218,14 +236,18 @@ class Sweeper:
                 event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
                 participant=participant), source="sweep")
             _count(report, outcome, room)
-        await self._find_missing_agents(room, {p.identity for p in participants}, report, metrics)
+        await self._find_missing_agents(room, participants, report, metrics)
 
-    async def _find_missing_agents(self, room: Room, present: set[str], report: SweepReport,
+    async def _find_missing_agents(self, room: Room, participants: list[ParticipantInfo], report: SweepReport,
                                    metrics: Metrics) -> None:
+        # By sid where the join recorded one: workers reuse identities, and another agent
+        # under the same identity is not this one.
+        present = {p.sid for p in participants} | {f"identity:{p.identity}" for p in participants}
         for record in (await self.store.load_slots(room.sid)).values():
             if record.get("status") != Status.JOINED:
                 continue
-            if record.get("agent_identity") in present:
+            seen = record.get("agent_sid") or f"identity:{record.get('agent_identity')}"
+            if seen in present:
                 if "missing_since" in record:  # back (or only slow to be listed): start over
                     await self.store.mark_missing(record, seen_missing=False)
                 continue

@@ -170,8 +170,9 @@ async def test_an_agent_whose_participant_has_gone_is_not_brought_back(room, aws
     mine = await eventually(lambda: [r for r in log_json(aws, "--room", room.name)
                                      if r["participant_identity"] == "caller" and r["status"] == "DISPATCHED"])
     identity = f"agent-AJ_{uuid.uuid4().hex[:8]}"
-    await room.send(event("participant_joined", room.name, room.info.sid, per_caller, participant=participant(
-        identity, "agent", {"lk.agent_name": "translator", "switchboard.dispatch_id": mine[0]["dispatch_id"]})))
+    joining = participant(identity, "agent", {"lk.agent_name": "translator", "switchboard.dispatch_id": mine[0]["dispatch_id"]})
+    room.sids[identity] = joining["sid"]
+    await room.send(event("participant_joined", room.name, room.info.sid, per_caller, participant=joining))
 
     await room.agent_leaves(identity, "SIGNAL_CLOSE")
 
@@ -189,8 +190,9 @@ async def test_an_agent_of_an_earlier_session_is_not_brought_back_into_the_new_o
     old_record = await eventually(lambda: [r for r in log_json(aws, "--room", room.name)
                                            if r["room_sid"] == old.info.sid and r["status"] == "DISPATCHED"])
     identity = f"agent-AJ_{uuid.uuid4().hex[:8]}"
-    await old.send(event("participant_joined", old.name, old.info.sid, ROOM_AGENT, participant=participant(
-        identity, "agent", {"lk.agent_name": "translator", "switchboard.dispatch_id": old_record[0]["dispatch_id"]})))
+    joining = participant(identity, "agent", {"lk.agent_name": "translator", "switchboard.dispatch_id": old_record[0]["dispatch_id"]})
+    old.sids[identity] = joining["sid"]
+    await old.send(event("participant_joined", old.name, old.info.sid, ROOM_AGENT, participant=joining))
     before = await room.dispatch_ids()
 
     await old.agent_leaves(identity, "SIGNAL_CLOSE")

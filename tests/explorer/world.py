@@ -12,6 +12,7 @@ the sweeper runs, how far the clock moves, and which paused task goes next.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -179,7 +180,7 @@ class World:
             if rng.random() < 0.6:  # the same name, a new session
                 self.sessions.add(lk.start_room(name, self.metadata).sid)
         elif choice < 0.74:
-            await self.baton.spawn("sweep", Sweeper(self.pipeline, clock=self.clock).sweep())
+            await self.baton.spawn(f"sweep-{len(self.baton.trace)}", Sweeper(self.pipeline, clock=self.clock).sweep())
         else:
             self.clock.now += rng.choice((0.1, 0.5, 1, 2, 5))
 
@@ -207,7 +208,14 @@ class World:
         lk = self.livekit
         lk.faults = Faults()
         self.store._db._faults = DynamoFaults()  # type: ignore[attr-defined]
+        unchanged, last = 0, None
         for _ in range(14):
+            # Stable twice running, past every grace period and back-off: nothing more will happen.
+            now = await self._snapshot()
+            unchanged = unchanged + 1 if now == last else 0
+            if unchanged >= 2:
+                break
+            last = now
             await self.baton.drain()
             for _ in range(40):
                 if not (lk.webhooks or lk.jobs):
@@ -219,14 +227,22 @@ class World:
                     lk.agent_joins(lk.jobs[0])
                 self.clock.now += 1
             self.clock.now += 8
-            await self.baton.spawn("sweep", Sweeper(self.pipeline, clock=self.clock).sweep())
+            await self.baton.spawn(f"sweep-{len(self.baton.trace)}", Sweeper(self.pipeline, clock=self.clock).sweep())
             await self.baton.drain()
             await self._check_always()
+
+    async def _snapshot(self) -> Any:
+        slots = await self._slots()
+        lk = self.livekit
+        return (repr(sorted((sid, k, r.get("status"), r.get("dispatch_id"), r.get("attempts"), r.get("missing_since"))
+                            for sid, rs in slots.items() for k, r in rs.items())),
+                sorted(d.id for d in lk.dispatches.values() if not d.deleted),
+                sorted(sid for live in lk.live.values() for sid in live.agents), len(lk.webhooks), len(lk.jobs))
 
     # --- invariants --------------------------------------------------------------------
 
     def _fail(self, what: str) -> None:
-        self.violations.append(f"seed {self.seed}: {what}")
+        self.violations.append(f"seed {self.seed}, step {len(self.baton.trace)}: {what}")
 
     async def _slots(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {sid: await self.reader.load_slots(sid) for sid in sorted(self.sessions)}
@@ -254,8 +270,10 @@ class World:
         whose join nobody had confirmed yet; a bug when the log knew it as the slot's joined agent."""
         for key, record in (await self.reader.load_slots(room_sid)).items():
             if record.get("agent_sid") == agent_sid and record.get("dispatch_id") == dispatch_id:
+                task = asyncio.current_task()
                 self._fail(f"{key} in {room_sid}: its joined agent {agent_sid} (dispatch {dispatch_id}) "
-                           f"was deleted while in the room (status now {record.get('status')})")
+                           f"was deleted while in the room by {task.get_name() if task else '?'} "
+                           f"(status now {record.get('status')})")
 
     async def _check_end(self) -> None:
         slots_by_sid = await self._slots()
