@@ -1,23 +1,27 @@
 """Exactly-once dispatch: the slot state machine and the persistence interface.
 
-Modelled on AWS Lambda Powertools' idempotency utility. Every agent a room
-needs has one slot (table.dispatch_sk). Before anyone calls CreateDispatch, it
-must claim the slot with a conditional write:
+Modelled on AWS Lambda Powertools' idempotency utility. Every agent a room needs
+has one slot (table.dispatch_sk). Before anyone calls CreateDispatch, it must claim
+the slot with a conditional write:
 
                 claim                CreateDispatch ok              agent joins
    (no slot) ────────▶ CLAIMED ─────────────────────▶ DISPATCHED ─────────────▶ JOINED
-                        │   ▲                              │                       │
-                        │   └─ taken over (back to CLAIMED) when: the lease        │
-                        │      expired, a retryable failure is re-delivered, the   │
-                        │      agent never joined (sweeper), or it left without    │
-                        │      meaning to while the room still wants it ◀──────────┘
-                        ▼
-                      FAILED  final when LiveKit said no or the attempts are used up
+        ▲               │   ▲                              │                       │
+        │               │   └─ taken over (back to CLAIMED) when: the lease        │
+        │               │      expired, a retryable failure is re-delivered, the   │
+        │               │      agent never joined (sweeper), or it left without    │
+        │               │      meaning to while the room still wants it ◀──────────┘
+        │               ▼
+        │             FAILED  final when LiveKit said no or the attempts are used up
+        │
+        └── a participant rule's settled slot (ENDED, FAILED, REJECTED) is claimed again,
+            as a new generation, by a participant who joined after it settled.
 
-    room_finished ends every CLAIMED, DISPATCHED or JOINED slot: ENDED.
-    A JOINED slot also ends when its agent leaves as intended, or leaves a room
-    that no longer wants it (see pipeline.Pipeline.replace_agent).
-    REJECTED: the policy refused the slot (allowlist, cap); never claimed.
+    The room session ending (room_finished, or the sweeper finding it gone) ends every
+    slot not yet settled, a retryable failure included: ENDED. A JOINED slot also ends
+    when its agent leaves as intended, or leaves a room that no longer wants it (see
+    pipeline.Pipeline.replace_agent). REJECTED: the policy refused the slot (allowlist,
+    cap); never claimed.
 
 A CLAIMED slot holds a lease. While it runs, other deliveries of the same event
 (another process, a LiveKit retry) get ClaimInProgress and answer 503, so
@@ -52,9 +56,9 @@ OPEN = frozenset({Status.CLAIMED, Status.DISPATCHED, Status.JOINED})
 # Every field a dispatch record carries, in the order `switchboard logs --json` prints them.
 RECORD_FIELDS = (
     "room_name", "room_sid", "agent_name", "status", "dispatch_id", "trigger", "rule",
-    "participant_identity", "triggered_by", "agent_identity", "event_id", "attempts",
-    "created_at", "updated_at", "claimed_at", "dispatched_at", "joined_at", "ended_at",
-    "failed_at", "rejected_at", "error", "reason", "redispatch_reason", "missing_since", "job_metadata",
+    "participant_identity", "triggered_by", "presence_sid", "agent_identity", "agent_sid", "event_id",
+    "attempts", "generation", "created_at", "updated_at", "claimed_at", "dispatched_at", "joined_at", "ended_at",
+    "failed_at", "rejected_at", "error", "reason", "redispatch_reason", "missing_since", "orphans", "job_metadata",
 )
 
 
@@ -96,7 +100,7 @@ class SlotClosed(ClaimError):
 
 
 class RoomCapReached(ClaimError):
-    """The room session already has its cap of claimed slots."""
+    """The room session already has its cap of open (not yet settled) slots."""
 
 
 class LeaseLost(ClaimError):
@@ -125,9 +129,16 @@ class DispatchStore(Protocol):
         """Record a REJECTED slot; False if the slot already had a record."""
         ...
 
-    async def mark_joined(self, room_sid: str, slot: str, agent_identity: str) -> bool: ...
+    async def mark_joined(self, room_sid: str, slot: str, agent_identity: str, dispatch_id: str,
+                          agent_sid: str = "") -> bool:
+        """JOINED, only while the slot is DISPATCHED to `dispatch_id`."""
+        ...
 
-    async def end_room(self, room_sid: str) -> int: ...
+    async def end_room(self, room_sid: str, reason: str = ...) -> int: ...
+
+    async def note_orphan(self, record: dict[str, Any], dispatch_id: str, why: str) -> None:
+        """Write on the slot that a dispatch carrying it, not its own, was deleted."""
+        ...
 
     async def record_event(self, event_record: dict[str, Any]) -> None: ...
 
@@ -136,7 +147,7 @@ class DispatchStore(Protocol):
         ...
 
     async def settle(self, record: dict[str, Any], status: Status, reason: str) -> bool:
-        """Close a DISPATCHED or JOINED slot as FAILED or ENDED; False if it moved on since `record`."""
+        """Close an unsettled slot as FAILED or ENDED; False if it moved on since `record`."""
         ...
 
     async def mark_missing(self, record: dict[str, Any], seen_missing: bool) -> dict[str, Any] | None:

@@ -404,3 +404,19 @@ async def test_a_slot_that_fails_never_cuts_its_siblings_short(local_stack, env)
                 await pipe.handle(room.started())
             # By the time the webhook is answered 503, the sibling's dispatch is on record.
             assert (await slot(store, room))["status"] == Status.DISPATCHED
+
+
+async def test_a_delete_livekit_refuses_is_an_error_a_delete_of_what_is_gone_is_not(local_stack, env):
+    """A refused DeleteDispatch must stop a re-dispatch (or there would be two); a dispatch already gone is fine."""
+    from handler.dispatcher import LiveKitRejected
+
+    async with live_room(local_stack, ROOM_AGENT) as room, pipeline() as pipe:
+        dispatch_id = await pipe.livekit.create(_planned(room))
+        await pipe.livekit.delete(dispatch_id, room.name)
+        await pipe.livekit.delete(dispatch_id, room.name)  # already gone: not an error
+        kept = await pipe.livekit.create(_planned(room))
+        async with pipeline(livekit_api_secret="a-rotated-secret-livekit-does-not-know-yet") as stale_key:
+            with pytest.raises(LiveKitRejected) as refused:
+                await stale_key.livekit.delete(kept, room.name)
+        assert refused.value.status == 401
+        assert [d.id for d in await room.dispatches()] == [kept]
