@@ -124,7 +124,7 @@ def parse_room_metadata(raw: str, *, max_bytes: int) -> RoomMetadata | None:
     except RecursionError:
         raise MetadataError("room metadata is nested too deeply to parse") from None
     except ValueError as exc:
-        raise MetadataNotJson(f"room metadata is not JSON: {exc}") from None
+        raise MetadataNotJson(str(exc)) from None
     if not isinstance(data, dict) or not CONTRACT_KEYS & data.keys():
         return None
     try:

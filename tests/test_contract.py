@@ -17,7 +17,7 @@ def test_absent_and_unrelated_metadata_ask_for_no_agents(raw):
 @pytest.mark.parametrize("raw", ["not json", '{"agents":[{"name":"driver"}'])
 def test_metadata_that_is_not_json_says_so_with_the_parsers_message(raw):
     # A typo in JSON meant for Switchboard must not read as "asks for no agents".
-    with pytest.raises(MetadataNotJson, match=r"room metadata is not JSON: .*line 1 column \d+"):
+    with pytest.raises(MetadataNotJson, match=r"line 1 column \d+"):
         parse_room_metadata(raw, max_bytes=LIMIT)
 
 
