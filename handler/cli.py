@@ -312,7 +312,7 @@ async def _explain(settings: Settings, args: argparse.Namespace) -> int:
         out.print(Text(f"no webhook or dispatch was recorded for room {args.room!r}: "
                        "did LiveKit's webhook reach Switchboard? (check webhook.urls and the signing key)"))
         return 1
-    for table in explain_tables(args.room, steps):
+    for table in explain_tables(args.room, steps, out.width):
         out.print(table)
     return 0
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,9 @@ DYNAMODB_DIR = CACHE / "dynamodb"
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"
+# livekit-server --dev's secret is 6 bytes: PyJWT warns on every token signed with it,
+# in every dev command (infra.room, the demo). The CLI does the same for this pair.
+warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long")
 
 
 @dataclass(frozen=True)
@@ -292,8 +297,13 @@ def dev_stack(ports: Ports = Ports()) -> Iterator[Stack]:
         yield stack
 
 
-def dev() -> int:
-    ports = Ports()
+def cli_export_line(ports: Ports) -> str:
+    """One line to paste into another terminal: every variable the CLI needs for this stack."""
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in handler_env(ports).items())
+
+
+def dev(ports: Ports | None = None) -> int:
+    ports = ports or Ports()
     busy = [p for p in (ports.livekit, ports.dynamodb, ports.handler) if port_open(p)]
     if busy:
         print(f"ports {busy} are already in use: is another `make dev` running?", file=sys.stderr)
@@ -313,9 +323,10 @@ Create a room that gets agents:
   uv run python -m infra.room drill-1 '{{"profile": "drill"}}'
 or watch the whole drill, from the dispatch log to who spoke when:
   make demo
-Then read what happened:
-  {' '.join(f'{k}={v}' for k, v in aws_env(ports).items())} \\
-    uv run switchboard explain --room drill-1
+Then, in another terminal, point the CLI at this stack (one line) and read what happened:
+  {cli_export_line(ports)}
+  uv run switchboard explain --room drill-1 --agent driver
+  uv run switchboard ui    # the dispatch-log page on http://127.0.0.1:8090
 
 Ctrl-C stops everything.""", flush=True)
         try:
@@ -326,7 +337,10 @@ Ctrl-C stops everything.""", flush=True)
                 print(f"{s.name} exited:\n{s.log_tail()}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print("stopping…")
+            # A second Ctrl-C must not cut the stop short (a traceback, servers left behind):
+            # it is bounded anyway, SIGTERM then SIGKILL after 10 s.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("stopping…", flush=True)
             return 0
 
 
@@ -335,4 +349,9 @@ if __name__ == "__main__":
     if command != "dev":
         print("usage: python -m infra.stack dev", file=sys.stderr)
         sys.exit(2)
-    sys.exit(dev())
+    try:
+        sys.exit(dev())
+    except KeyboardInterrupt:
+        # Ctrl-C while the stack was still starting: what had started is stopped already.
+        print("stopped before the stack was up", file=sys.stderr)
+        sys.exit(0)

@@ -57,9 +57,9 @@ def _slot_sentence(r: dict[str, Any], max_attempts: int) -> str:
 
 
 def _decisions(records: list[dict[str, Any]]) -> list[str]:
-    """What the policy said about the room's own events, newest first, without repeats."""
+    """What the policy said about the room's own events, oldest first, without repeats."""
     out: list[str] = []
-    for r in sorted(records, key=lambda r: r.get("created_at", ""), reverse=True):
+    for r in sorted(records, key=lambda r: r.get("created_at", "")):
         if r.get("record_type") != "event" or r.get("event_type") not in ("room_started", "participant_joined"):
             continue
         if r.get("participant_kind") == "agent":

@@ -148,7 +148,7 @@ def timeline_svg(session: dict[str, Any]) -> str:
     steps, sid = session["steps"], session["room_sid"]
     lanes = ["webhooks"] + [slot_label(s) for s in session["slots"]]
     lane_of_slot = {s.get("sk", ""): i + 1 for i, s in enumerate(session["slots"])}
-    left, dx, top, dy = 150, 56, 30, 34
+    left, dx, top, dy = 150, 56, 44, 34
     width = left + dx * max(len(steps), 1) + 40
     height = top + dy * len(lanes) + 96
     pos: dict[int, tuple[float, float]] = {}
@@ -168,14 +168,23 @@ def timeline_svg(session: dict[str, Any]) -> str:
             parts.append(f'<line x1="{px}" y1="{py}" x2="{x}" y2="{y}" stroke="#8c959f" stroke-width="2"/>')
         last_in_lane[lane] = (x, y)
         colour = COLOURS.get(step.get("status", ""), COLOURS["sweep" if step.get("source") == "sweep" else "event"])
-        label = step.get("status") or step.get("event_type", "").replace("participant_", "p_").replace("room_", "r_")
+        # Events that decide nothing (track_published, ...) are drawn small, grey and unlabelled.
+        quiet = step["kind"] == "event" and (step.get("decision") or {}).get("action") == "ignore" \
+            and not (step.get("decision") or {}).get("error") and not step.get("event_type", "").startswith("room_")
+        label = "" if quiet else step.get("status") or _short_event(step)
         tip = f'{clock(step["at"])} {step["what"]}: {step["detail"]}'
-        shape = (f'<circle cx="{x}" cy="{y}" r="7" fill="{colour}"/>' if step["kind"] == "dispatch" else
-                 f'<rect x="{x - 6}" y="{y - 6}" width="12" height="12" fill="{colour}"/>')
+        if step["kind"] == "dispatch":
+            shape = f'<circle cx="{x}" cy="{y}" r="7" fill="{colour}"/>'
+        elif quiet:
+            shape = f'<rect x="{x - 3}" y="{y - 3}" width="6" height="6" fill="#afb8c1"/>'
+        else:
+            shape = f'<rect x="{x - 6}" y="{y - 6}" width="12" height="12" fill="{colour}"/>'
+        # Webhook labels alternate between two heights so neighbours don't overlap.
+        label_y = y - 11 - (12 if lane == 0 and index % 2 else 0)
         parts.append(f'<a href="#{_step_id(sid, index)}"><g class="step" data-index="{index}" '
                      f'data-what="{escape(step["what"])}" data-at="{escape(step["at"])}"><title>{escape(tip)}</title>'
-                     f'{shape}<text x="{x}" y="{y - 11}" text-anchor="middle" fill="{colour}">'
-                     f'{escape(label[:12])}</text></g></a>')
+                     f'{shape}<text x="{x}" y="{label_y}" text-anchor="middle" fill="{colour}">'
+                     f'{escape(label)}</text></g></a>')
         time_y = top + len(lanes) * dy
         parts.append(f'<text x="{x}" y="{time_y}" transform="rotate(55 {x} {time_y})" fill="#57606a">'
                      f'{escape(clock(step["at"]))}</text>')
@@ -191,6 +200,13 @@ def timeline_svg(session: dict[str, Any]) -> str:
                      f'fill="none" stroke="#cf222e" stroke-dasharray="4 3" stroke-width="1.5"/>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _short_event(step: dict[str, Any]) -> str:
+    event = step.get("event_type", "")
+    short = {"room_started": "started", "room_finished": "finished", "participant_joined": "joined",
+             "participant_left": "left", "participant_connection_aborted": "aborted"}.get(event, event[:10])
+    return ("sweep " if step.get("source") == "sweep" else "") + short
 
 
 def _answers(step: dict[str, Any]) -> str:

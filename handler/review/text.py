@@ -60,7 +60,7 @@ def logs_table(rows: list[dict[str, Any]], *, wide: bool = False) -> Table:
     return table
 
 
-def explain_tables(room: str, steps: list[dict[str, Any]]) -> list[Table]:
+def explain_tables(room: str, steps: list[dict[str, Any]], width: int = 80) -> list[Table]:
     """One table per room session: the time to the millisecond, what happened and why."""
     out: list[Table] = []
     for sid in dict.fromkeys(s["room_sid"] for s in steps):
@@ -69,7 +69,7 @@ def explain_tables(room: str, steps: list[dict[str, Any]]) -> list[Table]:
         table = Table(title=Text(f"room {room}, session {sid or '?'}, {day} UTC"), box=box.SIMPLE_HEAD,
                       pad_edge=False, title_justify="left")
         table.add_column("at", no_wrap=True)
-        table.add_column("what", overflow="fold", max_width=34)
+        table.add_column("what", overflow="fold", max_width=max(20, min(40, width // 3)))
         table.add_column("detail", overflow="fold", ratio=1, min_width=20)
         for s in session:
             at = clock(s["at"]) if s["at"][:10] == day else s["at"]

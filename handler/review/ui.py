@@ -11,6 +11,7 @@ import argparse
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from html import escape
 from typing import Any
 
 from starlette.applications import Starlette
@@ -100,9 +101,11 @@ def create_review_app(settings: Settings, *, store: Any = None, refresh_seconds:
         return Response(page.SCRIPT, media_type="text/javascript", headers=HEADERS)
 
     async def unavailable(request: Request, exc: Exception) -> Response:
+        from ..cli import _store_hint
+
         return html("Switchboard: the table cannot be read", f'<main id="content" data-version="down"><p class="error">'
-                    f"the dispatch log cannot be read: {exc} (table {settings.table_name}, region "
-                    f"{settings.aws_region})</p></main>", status=503)
+                    f"the dispatch log cannot be read: {escape(str(exc))} (table {settings.table_name}, region "
+                    f"{settings.aws_region}){escape(_store_hint(str(exc), settings))}</p></main>", status=503)
 
     return Starlette(
         routes=[Route("/", rooms), Route("/rooms/{name:path}.json", room_json), Route("/rooms/{name:path}", room),
