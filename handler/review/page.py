@@ -32,6 +32,9 @@ table { border-collapse: collapse; margin: 8px 0 16px; }
 th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eaeef2; vertical-align: top; }
 th { font-size: 12px; color: #57606a; }
 td.time, .mono { font-family: ui-monospace, monospace; white-space: nowrap; }
+.code { font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
+table.steps { width: 100%; max-width: 1600px; }
+table.steps td:nth-child(2) { width: 22%; } table.steps td:nth-child(3) { width: 34%; }
 .status { font-weight: 600; padding: 0 4px; border-radius: 4px; color: #fff; white-space: nowrap; }
 .status-JOINED { background: #1a7f37; } .status-DISPATCHED { background: #0969da; }
 .status-ENDED { background: #6e7781; } .status-FAILED { background: #cf222e; }
@@ -148,7 +151,7 @@ def timeline_svg(session: dict[str, Any]) -> str:
     steps, sid = session["steps"], session["room_sid"]
     lanes = ["webhooks"] + [slot_label(s) for s in session["slots"]]
     lane_of_slot = {s.get("sk", ""): i + 1 for i, s in enumerate(session["slots"])}
-    left, dx, top, dy = 150, 56, 44, 34
+    left, dx, top, dy = 150, 56, 30, 46
     width = left + dx * max(len(steps), 1) + 40
     height = top + dy * len(lanes) + 96
     pos: dict[int, tuple[float, float]] = {}
@@ -179,8 +182,8 @@ def timeline_svg(session: dict[str, Any]) -> str:
             shape = f'<rect x="{x - 3}" y="{y - 3}" width="6" height="6" fill="#afb8c1"/>'
         else:
             shape = f'<rect x="{x - 6}" y="{y - 6}" width="12" height="12" fill="{colour}"/>'
-        # Webhook labels alternate between two heights so neighbours don't overlap.
-        label_y = y - 11 - (12 if lane == 0 and index % 2 else 0)
+        # Labels alternate above and below their lane so neighbours don't overlap.
+        label_y = y + 20 if index % 2 else y - 11
         parts.append(f'<a href="#{_step_id(sid, index)}"><g class="step" data-index="{index}" '
                      f'data-what="{escape(step["what"])}" data-at="{escape(step["at"])}"><title>{escape(tip)}</title>'
                      f'{shape}<text x="{x}" y="{label_y}" text-anchor="middle" fill="{colour}">'
@@ -214,7 +217,7 @@ def _answers(step: dict[str, Any]) -> str:
     items = []
     for slot in (step.get("outcome") or {}).get("slots", []):
         items.append(f'{escape(slot.get("slot", "").removeprefix("DISPATCH#"))}: {escape(slot.get("result", ""))}'
-                     + (f' <span class="mono">{escape(slot["detail"])}</span>' if slot.get("detail") else ""))
+                     + (f' <span class="code">{escape(slot["detail"])}</span>' if slot.get("detail") else ""))
     if (step.get("outcome") or {}).get("note"):
         items.append(escape(step["outcome"]["note"]))
     return "<br>".join(items)
