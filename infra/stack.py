@@ -260,8 +260,10 @@ class Stack:
         return service
 
     def create_table(self, env: Mapping[str, str]) -> None:
+        # A session of its own, as every service's: a Ctrl-C during start-up is for dev(), which
+        # stops what it started; the terminal's SIGINT would print this child's traceback too.
         subprocess.run([sys.executable, "-m", "handler.cli", "table", "create"], cwd=ROOT,
-                       env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+                       env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL, start_new_session=True)
 
     def start_handler(self, env: Mapping[str, str], port: int | None = None, name: str = "handler") -> Service:
         port = port or self.ports.handler
@@ -284,8 +286,8 @@ class Stack:
 
 
 @contextlib.contextmanager
-def dev_stack(ports: Ports = Ports()) -> Iterator[Stack]:
-    with Stack(ports) as stack:
+def dev_stack(ports: Ports = Ports(), run_dir: Path = CACHE / "run" / "dev") -> Iterator[Stack]:
+    with Stack(ports, run_dir) as stack:
         env = handler_env(ports)
         stack.start_dynamodb()
         stack.create_table(env)
@@ -302,7 +304,8 @@ def cli_export_line(ports: Ports) -> str:
     return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in handler_env(ports).items())
 
 
-def dev(ports: Ports | None = None) -> int:
+def dev(ports: Ports | None = None, run_dir: Path = CACHE / "run" / "dev") -> int:
+    """`make dev`. The test of its Ctrl-C (tests/test_dev_stack.py) runs it on its own ports and run dir."""
     ports = ports or Ports()
     busy = [p for p in (ports.livekit, ports.dynamodb, ports.handler) if port_open(p)]
     if busy:
@@ -310,7 +313,7 @@ def dev(ports: Ports | None = None) -> int:
         return 1
     # `kill` and `timeout` send SIGTERM: stop the stack as cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with dev_stack(ports) as stack:
+    with dev_stack(ports, run_dir) as stack:
         print(f"""
 Switchboard local stack is up (logs in {stack.run_dir.relative_to(ROOT)}/):
   livekit-server  {ports.livekit_url}   (--dev: key devkey, secret secret)
@@ -344,14 +347,19 @@ Ctrl-C stops everything.""", flush=True)
             return 0
 
 
+def main(ports: Ports | None = None, run_dir: Path = CACHE / "run" / "dev") -> int:
+    try:
+        return dev(ports, run_dir)
+    except KeyboardInterrupt:
+        # Ctrl-C while the stack was still starting: what had started is stopped already.
+        # Exit 0, as after a Ctrl-C of the running stack: make has nothing to report.
+        print("stopped before the stack was up", file=sys.stderr)
+        return 0
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "dev"
     if command != "dev":
         print("usage: python -m infra.stack dev", file=sys.stderr)
         sys.exit(2)
-    try:
-        sys.exit(dev())
-    except KeyboardInterrupt:
-        # Ctrl-C while the stack was still starting: what had started is stopped already.
-        print("stopped before the stack was up", file=sys.stderr)
-        sys.exit(0)
+    sys.exit(main())
