@@ -195,3 +195,12 @@ def test_a_missing_variable_is_named_not_a_traceback(local_stack, aws):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_webhook_function_imports_none_of_the_review_side():
+    # handler.app is the Lambda's cold start: the page, the CLI and rich stay out of it.
+    code = ("import sys, handler.app; "
+            "bad = [m for m in sys.modules if m.startswith(('handler.review', 'handler.cli', 'rich', 'playwright'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

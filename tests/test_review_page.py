@@ -116,6 +116,14 @@ def test_the_room_list_and_page_show_agents_timeline_and_a_failure(local_stack, 
         os.environ.clear()
         os.environ.update(env_backup)
 
+    # The same answer in words, as `explain --agent` gives it (printed for the README's example).
+    from tests.livekit_helpers import switchboard
+
+    answer = switchboard("explain", "--room", room_name, "--agent", "assistant", env=aws | {"COLUMNS": "100"})
+    assert "assistant is not in the room: its dispatch failed for good" in answer.stdout, answer.stdout + answer.stderr
+    assert "gave up after 2 attempt(s)" in answer.stdout
+    print(answer.stdout)
+
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         # The list: the room with each agent's status, found through the room filter as `logs` has it.

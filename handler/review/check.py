@@ -61,14 +61,25 @@ def dry_run(metadata: str, settings: Settings, routing: Routing, *, room_name: s
 
 def render(result: CheckResult, settings: Settings) -> str:
     lines: list[str] = []
+    seen: set[str] = set()
     for what, d in result.events:
         lines.append(f"on {what}: {d.reason}" + (f"\n  error: {d.error}" if d.error else ""))
+        again = [p.agent_name for p in d.planned if p.slot in seen] + [
+            r.planned.agent_name for r in d.rejected if r.planned.slot in seen]
+        if again:
+            # The room's agents are planned on every human join too; their slots make it a no-op.
+            lines.append(f"  {', '.join(again)}: the same slot(s) as above, decided once")
         for p in d.planned:
+            if p.slot in seen:
+                continue
+            seen.add(p.slot)
             lines.append(f"  dispatch {p.agent_name}" + (f" for {p.participant_identity}" if p.participant_identity
                                                          else "") + f" ({p.rule}), job metadata:")
             lines.append(f"    {p.job_metadata()}")
         for r in d.rejected:
-            lines.append(f"  reject   {r.planned.agent_name}: {r.reason}")
+            if r.planned.slot not in seen:
+                seen.add(r.planned.slot)
+                lines.append(f"  reject   {r.planned.agent_name}: {r.reason}")
         if d.action is Action.IGNORE and not d.error:
             lines.append("  nothing to dispatch")
     allowed = ", ".join(sorted(settings.allowed_agents)) or "none (SWITCHBOARD_ALLOWED_AGENTS is empty)"
