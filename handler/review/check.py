@@ -91,9 +91,8 @@ def render(result: CheckResult, settings: Settings) -> str:
 def metadata_schema() -> dict[str, Any]:
     """The room-metadata contract as JSON Schema (draft 2020-12), from the pydantic models."""
     schema = RoomMetadata.model_json_schema(mode="validation")
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Switchboard room metadata",
-              **{k: v for k, v in schema.items() if k != "title"}}
-    schema["description"] = (
-        "The keys Switchboard reads from a LiveKit room's metadata. Other top-level keys are the "
-        "application's own and are ignored; inside a rule, unknown keys are errors.")
-    return schema
+    # The top level first, the rules' definitions after: the order a reader wants.
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Switchboard room metadata",
+            "description": "The keys Switchboard reads from a LiveKit room's metadata. Other top-level keys are "
+                           "the application's own and are ignored; inside a rule, unknown keys are errors.",
+            "type": "object", "properties": schema["properties"], "$defs": schema["$defs"]}
