@@ -13,6 +13,8 @@ setup: tools python fetch
 tools:
 	@python3 -m uv --version 2>/dev/null | grep -q "$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+	@# The dispatch-log page's browser test drives Debian's chromium (Playwright's own download is not reachable).
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 python:
 	$(UV) sync --frozen --all-extras

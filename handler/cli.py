@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
-from collections import Counter
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 from .claims import RECORD_FIELDS, Status, StoreUnavailable
+from .review.timeline import timeline  # noqa: F401  (the timeline's old home; tests and scripts import it here)
 from .settings import Settings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -25,7 +28,11 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def main(argv: list[str] | None = None) -> int:
+class MissingConfiguration(Exception):
+    """A command needs variables the environment does not set; the message names them."""
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -36,34 +43,130 @@ def main(argv: list[str] | None = None) -> int:
     table = commands.add_parser("table", help="manage the DynamoDB table")
     table.add_argument("action", choices=["create"])
 
+    def filters(p: argparse.ArgumentParser, since: str) -> None:
+        p.add_argument("--room", help="room name")
+        p.add_argument("--agent", help="agent name")
+        p.add_argument("--status", type=str.upper, choices=[s.value for s in Status])
+        p.add_argument("--since", type=parse_duration, default=parse_duration(since),
+                       help=f"how far back, e.g. 15m, 1h, 7d (default {since})")
+        p.add_argument("--limit", type=int, default=1000)
+
     logs = commands.add_parser("logs", help="the dispatch log, newest first")
-    logs.add_argument("--room", help="room name")
-    logs.add_argument("--agent", help="agent name")
-    logs.add_argument("--status", type=str.upper, choices=[s.value for s in Status])
-    logs.add_argument("--since", type=parse_duration, default=parse_duration("24h"),
-                      help="how far back, e.g. 15m, 1h, 7d (default 24h)")
-    logs.add_argument("--limit", type=int, default=1000)
+    filters(logs, "24h")
+    logs.add_argument("--wide", action="store_true", help="every column (ids, trigger, attempts); needs a wide terminal")
     logs.add_argument("--json", action="store_true", help="a JSON array for scripts")
 
     explain = commands.add_parser("explain", help="a room's timeline: events, decisions, dispatches, joins")
     explain.add_argument("--room", required=True, help="room name")
+    explain.add_argument("--agent", help="answer in one paragraph why this agent is or is not in the room")
     explain.add_argument("--since", type=parse_duration, default=parse_duration("7d"))
     explain.add_argument("--json", action="store_true")
 
     sweep = commands.add_parser("sweep", help="re-dispatch unconfirmed agents, reconcile active rooms")
     sweep.add_argument("--every", type=parse_duration, help="repeat forever at this interval, e.g. 5s")
-    sweep.add_argument("--json", action="store_true")
+    sweep.add_argument("--json", action="store_true",
+                       help="the report as JSON on stdout (one document per pass); logs and metrics go to stderr")
 
-    args = parser.parse_args(argv)
-    settings = Settings()
-    if args.command == "serve":
-        return _serve(settings, args.host, args.port)
-    command = {"table": _table_create, "logs": _logs, "explain": _explain, "sweep": _sweep}[args.command]
+    check = commands.add_parser("check", help="dry run: what would this room metadata dispatch, and why?")
+    check.add_argument("metadata", nargs="?", help="the room metadata (JSON); '-' or nothing reads stdin")
+    check.add_argument("--file", type=Path, help="read the metadata from this file")
+    check.add_argument("--participant", metavar="IDENTITY", help="also decide this participant's join")
+    check.add_argument("--kind", default="standard",
+                       choices=["standard", "sip", "ingress", "egress", "connector", "bridge", "agent"],
+                       help="the participant's kind (default standard)")
+    check.add_argument("--room", default="dry-run", help="the room name the job metadata shows")
+    check.add_argument("--routing", type=Path, help="the routing file (default SWITCHBOARD_ROUTING_FILE)")
+    check.add_argument("--allow", help="the allowlist, comma-separated (default SWITCHBOARD_ALLOWED_AGENTS)")
+    check.add_argument("--strict", action="store_true", help="also exit 1 if the policy rejects an agent")
+    check.add_argument("--json", action="store_true")
+
+    commands.add_parser("schema", help="the room-metadata contract as JSON Schema")
+
+    ui = commands.add_parser("ui", help="a read-only dispatch-log page in the browser")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="the address to bind (default loopback; the page has no login, see the README)")
+    ui.add_argument("--port", type=int, default=8090)
+    ui.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="another Host header to answer (the name a reverse proxy or tunnel uses); "
+                         "loopback names are always allowed")
+    ui.add_argument("--refresh", type=parse_duration, default=parse_duration("2s"),
+                    help="how often an open page looks for new records (default 2s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `switchboard schema | head`: the reader has what it wanted.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        from .review.check import metadata_schema
+
+        print(json.dumps(metadata_schema(), indent=2))
+        return 0
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        print(f"switchboard: the configuration is invalid:\n{exc}", file=sys.stderr)
+        return 2
+    _quiet_dev_key(settings)
+    try:
+        if args.command == "serve":
+            return _serve(settings, args.host, args.port)
+        if args.command == "ui":
+            return _ui(settings, args)
+        if args.command == "check":
+            return _check(settings, args)
+        command = {"table": _table_create, "logs": _logs, "explain": _explain, "sweep": _sweep}[args.command]
         return asyncio.run(command(settings, args))
+    except MissingConfiguration as exc:
+        print(f"switchboard {args.command}: {exc}", file=sys.stderr)
+        return 2
     except StoreUnavailable as exc:
-        print(f"switchboard: {exc} (table {settings.table_name}, region {settings.aws_region})", file=sys.stderr)
+        print(f"switchboard {args.command}: {exc} (table {settings.table_name}, region {settings.aws_region})"
+              f"{_store_hint(str(exc), settings)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _quiet_dev_key(settings: Settings) -> None:
+    """livekit-server --dev's well-known pair, devkey/secret, is 6 bytes: PyJWT warns on every token.
+
+    Only for that pair: a short secret anywhere else is worth the warning.
+    """
+    if settings.livekit_api_key == "devkey" and settings.livekit_api_secret.get_secret_value() == "secret":
+        warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long")
+
+
+def _store_hint(error: str, settings: Settings) -> str:
+    if "NoCredentialsError" in error:
+        return (": no AWS credentials. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); "
+                "for the local stack, `make dev` prints the line to export")
+    if "EndpointConnectionError" in error or "ConnectTimeout" in error:
+        return (": DynamoDB did not answer. For the local stack, is `make dev` running and "
+                "AWS_ENDPOINT_URL_DYNAMODB set (make dev prints it)?")
+    if "ResourceNotFoundException" in error:
+        return (f": there is no table {settings.table_name!r} there. Set SWITCHBOARD_TABLE_NAME to the stack's "
+                "DispatchTableName output, or run `switchboard table create`")
+    return ""
+
+
+def _require_livekit(settings: Settings, command: str) -> None:
+    missing = [name for name, value in (("LIVEKIT_API_KEY", settings.livekit_api_key),
+                                        ("LIVEKIT_API_SECRET", settings.livekit_api_secret.get_secret_value()))
+               if not value]
+    if missing:
+        raise MissingConfiguration(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; `{command}` calls LiveKit at "
+            f"{settings.livekit_url} (LIVEKIT_URL). Set them, or SWITCHBOARD_LIVEKIT_SECRET_ARN to a Secrets "
+            "Manager secret holding them; for the local stack, `make dev` prints the line to export")
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
@@ -73,6 +176,49 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
     return 0
+
+
+def _ui(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .review.ui import create_review_app
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"switchboard ui: binding {args.host}: the page has no login, and anyone who reaches it reads the "
+              "dispatch log with this process's AWS credentials (see the README)", file=sys.stderr)
+    print(f"switchboard ui: http://{args.host}:{args.port}/ (table {settings.table_name}; read-only)", flush=True)
+    uvicorn.run(create_review_app(settings, refresh_seconds=args.refresh,
+                                                  allowed_hosts=args.allow_host + [args.host]), host=args.host, port=args.port,
+                log_level="warning")
+    return 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from .contract import Routing
+    from .review.check import dry_run, render
+
+    if args.file:
+        metadata = args.file.read_text(encoding="utf-8")
+    elif args.metadata is None or args.metadata == "-":
+        metadata = sys.stdin.read()
+    else:
+        metadata = args.metadata
+    if args.allow is not None:
+        settings = settings.model_copy(update={"allowed_agents": frozenset(
+            a.strip() for a in args.allow.split(",") if a.strip())})
+    if args.routing is not None:
+        settings = settings.model_copy(update={"routing_file": args.routing})
+    try:
+        routing = Routing.load(settings.routing_file)
+    except (OSError, ValueError) as exc:
+        raise MissingConfiguration(f"the routing file {settings.routing_file} cannot be read: {exc}") from None
+    result = dry_run(metadata, settings, routing, room_name=args.room, participant=args.participant,
+                     kind=args.kind)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(render(result, settings))
+    return 1 if result.contract_error or (args.strict and result.rejected) else 0
 
 
 async def _table_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,12 +242,18 @@ async def _table_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from .observability import configure_logging
+    from .observability import configure_logging, send_metrics_to
     from .pipeline import open_pipeline
     from .sweeper import Sweeper
 
-    if not args.json:
+    _require_livekit(settings, "sweep")
+    if args.json:
+        # stdout is the report: the log lines and the EMF metric lines go to stderr.
+        configure_logging(settings.log_level, stream=sys.stderr)
+        send_metrics_to(sys.stderr)
+    else:
         configure_logging(settings.log_level)
+
     def show(report: Any) -> None:
         if args.json:
             print(json.dumps(report.as_dict()), flush=True)
@@ -136,64 +288,10 @@ async def _logs(settings: Settings, args: argparse.Namespace) -> int:
         json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from .review.text import console, logs_table
 
-    table = Table(title=f"dispatch log ({len(rows)})")
-    for column in ("created_at", "room_name", "agent_name", "participant_identity", "trigger",
-                   "status", "dispatch_id", "why"):
-        table.add_column(column)
-    for r in rows:
-        why = r["error"] or r["reason"] or r["redispatch_reason"]
-        table.add_row(r["created_at"], r["room_name"], r["agent_name"], r["participant_identity"],
-                      r["trigger"], _styled(r["status"]), r["dispatch_id"], why)
-    Console().print(table)
+    console().print(logs_table(rows, wide=args.wide))
     return 0
-
-
-def _styled(status: str) -> str:
-    colour = {"JOINED": "green", "DISPATCHED": "cyan", "ENDED": "dim", "FAILED": "red",
-              "REJECTED": "yellow", "CLAIMED": "magenta"}.get(status, "")
-    return f"[{colour}]{status}[/{colour}]" if colour else status
-
-
-def timeline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A room's history as (time, what, detail) steps, oldest first."""
-    steps: list[dict[str, Any]] = []
-    for r in records:
-        if r.get("record_type") == "event":
-            decision, outcome = r.get("decision", {}), r.get("outcome", {})
-            detail = decision.get("reason", "")
-            if decision.get("error"):
-                detail += f": {decision['error']}"
-            results = Counter(slot["result"] for slot in outcome.get("slots", []))
-            if results:
-                detail += " → " + ", ".join(f"{n} {result}" for result, n in sorted(results.items()))
-            if outcome.get("note"):
-                detail += f" → {outcome['note']}"
-            who = r.get("participant_identity")
-            # Only join and leave events carry a meaningful participant kind.
-            kind = f"{r.get('participant_kind')} " if r.get("event_type", "").startswith("participant_") else ""
-            what = r.get("event_type", "") + (f" ({kind}{who})" if who else "")
-            if r.get("source") == "sweep":
-                what = f"sweep: {what}"
-            deliveries = r.get("deliveries", 1)
-            if deliveries > 1:
-                what += f" ×{deliveries}"
-            steps.append({"at": r.get("created_at", ""), "room_sid": r.get("room_sid", ""),
-                          "what": what, "detail": detail, "outcome": r.get("outcome", {})})
-        elif r.get("record_type") == "dispatch":
-            agent = r.get("agent_name", "") + (f" for {r['participant_identity']}" if r.get("participant_identity") else "")
-            for status, field in (("CLAIMED", "claimed_at"), ("REJECTED", "rejected_at"),
-                                  ("DISPATCHED", "dispatched_at"), ("FAILED", "failed_at"),
-                                  ("JOINED", "joined_at"), ("ENDED", "ended_at")):
-                if r.get(field):
-                    detail = {"DISPATCHED": r.get("dispatch_id", ""), "FAILED": r.get("error", ""),
-                              "REJECTED": r.get("reason", ""), "JOINED": r.get("agent_identity", ""),
-                              "CLAIMED": f"attempt {r.get('attempts', 1)}, trigger {r.get('trigger', '')}"}.get(status, "")
-                    steps.append({"at": r[field], "room_sid": r.get("room_sid", ""),
-                                  "what": f"{agent} {status}", "detail": detail})
-    return sorted(steps, key=lambda s: s["at"])
 
 
 async def _explain(settings: Settings, args: argparse.Namespace) -> int:
@@ -201,24 +299,31 @@ async def _explain(settings: Settings, args: argparse.Namespace) -> int:
 
     async with DynamoStore.open(settings) as store:
         records = await store.room_timeline(args.room, since=time.time() - args.since)
+    if args.agent:
+        from .review.answer import explain_agent
+
+        answer = explain_agent(args.room, args.agent, records, max_attempts=settings.max_dispatch_attempts)
+        if args.json:
+            print(json.dumps({"room": args.room, "agent": args.agent, "answer": answer}, ensure_ascii=False))
+        else:
+            print(answer)
+        return 0 if records else 1
     steps = timeline(records)
     if args.json:
         json.dump(steps, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
+    from .review.text import console, explain_tables
+
+    out = console()
     if not steps:
-        Console().print(f"no webhook or dispatch was recorded for room {args.room!r}: "
-                        "did LiveKit's webhook reach Switchboard? (check webhook.urls and the signing key)")
+        out.print(Text(f"no webhook or dispatch was recorded for room {args.room!r}: "
+                       "did LiveKit's webhook reach Switchboard? (check webhook.urls and the signing key)"))
         return 1
-    table = Table(title=f"room {args.room}")
-    for column in ("at", "room_sid", "what", "detail"):
-        table.add_column(column)
-    for s in steps:
-        table.add_row(s["at"], s["room_sid"], s["what"], s["detail"])
-    Console().print(table)
+    for table in explain_tables(args.room, steps, out.width):
+        out.print(table)
     return 0
 
 

@@ -101,12 +101,18 @@ class MetadataError(ValueError):
     """The room's metadata claims the contract but breaks it. The message is for the log."""
 
 
+class MetadataNotJson(MetadataError):
+    """The room's metadata is not JSON. It asks for no agents, but a typo in JSON meant
+    for Switchboard looks exactly like that, so the parser's message is recorded."""
+
+
 def parse_room_metadata(raw: str, *, max_bytes: int) -> RoomMetadata | None:
     """The contract in `raw`, or None when the metadata doesn't ask for agents at all.
 
-    Absent, non-JSON and unrelated metadata mean "no agents": that is the room
-    creator's choice, not an error. Metadata that uses the contract's keys but
-    breaks it raises MetadataError with the validation message.
+    Absent and unrelated metadata (JSON without the contract's keys) mean "no
+    agents": that is the room creator's choice. Metadata that is not JSON raises
+    MetadataNotJson with the parser's message; metadata that uses the contract's
+    keys but breaks it raises MetadataError with the validation message.
     """
     if not raw or not raw.strip():
         return None
@@ -119,8 +125,8 @@ def parse_room_metadata(raw: str, *, max_bytes: int) -> RoomMetadata | None:
         raise MetadataError("room metadata is nested too deeply to parse") from None
     except MetadataError:
         raise
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise MetadataNotJson(str(exc)) from None
     if not isinstance(data, dict) or not CONTRACT_KEYS & data.keys():
         return None
     try:

@@ -1,4 +1,4 @@
-"""Structured JSON logs and CloudWatch EMF metrics, both on stdout.
+"""Structured JSON logs and CloudWatch EMF metrics, both on stdout by default.
 
 Not aws-lambda-powertools' Logger and Metrics: measured, they would add only
 ~4 ms to the handler's cold start (36 ms imported alone; BENCHMARKS.md), but the
@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 NAMESPACE = "Switchboard"
 
@@ -43,8 +43,18 @@ class JsonFormatter(logging.Formatter):
 JsonFormatter.converter = time.gmtime
 
 
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+# Where EMF documents go; None is stdout, where Lambda's CloudWatch agent reads them.
+# A command whose stdout is its answer (`switchboard sweep --json`) moves them aside.
+_metrics_stream: TextIO | None = None
+
+
+def send_metrics_to(stream: TextIO | None) -> None:
+    global _metrics_stream
+    _metrics_stream = stream
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -82,5 +92,5 @@ class Metrics:
         document.update({n: v for n, (v, _) in self._values.items()})
         if cid := correlation_id.get():
             document["correlation_id"] = cid
-        sys.stdout.write(json.dumps(document) + "\n")
+        (_metrics_stream or sys.stdout).write(json.dumps(document) + "\n")
         self._values.clear()

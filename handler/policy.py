@@ -13,7 +13,7 @@ from enum import StrEnum
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
-from .contract import AgentPlan, MetadataError, Routing, parse_room_metadata
+from .contract import AgentPlan, MetadataError, MetadataNotJson, Routing, parse_room_metadata
 from .settings import Settings
 from .table import dispatch_sk
 
@@ -157,10 +157,14 @@ def decide(event: WebhookEvent, routing: Routing, settings: Settings, *, trigger
 
     try:
         metadata = parse_room_metadata(event.room.metadata, max_bytes=settings.max_metadata_bytes)
+    except MetadataNotJson as exc:
+        return Decision(Action.IGNORE, "room metadata is not JSON: it asks for no agents", error=str(exc))
     except MetadataError as exc:
         return Decision(Action.IGNORE, "room metadata is invalid", error=str(exc))
     if metadata is None:
-        return Decision(Action.IGNORE, "room metadata asks for no agents")
+        if not event.room.metadata.strip():
+            return Decision(Action.IGNORE, "room has no metadata: it asks for no agents")
+        return Decision(Action.IGNORE, "room metadata uses none of Switchboard's keys: it asks for no agents")
 
     plan: AgentPlan = metadata
     if metadata.profile is not None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,9 @@ DYNAMODB_DIR = CACHE / "dynamodb"
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"
+# livekit-server --dev's secret is 6 bytes: PyJWT warns on every token signed with it,
+# in every dev command (infra.room, the demo). The CLI does the same for this pair.
+warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long")
 
 
 @dataclass(frozen=True)
@@ -255,8 +260,10 @@ class Stack:
         return service
 
     def create_table(self, env: Mapping[str, str]) -> None:
+        # A session of its own, as every service's: a Ctrl-C during start-up is for dev(), which
+        # stops what it started; the terminal's SIGINT would print this child's traceback too.
         subprocess.run([sys.executable, "-m", "handler.cli", "table", "create"], cwd=ROOT,
-                       env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+                       env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL, start_new_session=True)
 
     def start_handler(self, env: Mapping[str, str], port: int | None = None, name: str = "handler") -> Service:
         port = port or self.ports.handler
@@ -279,8 +286,8 @@ class Stack:
 
 
 @contextlib.contextmanager
-def dev_stack(ports: Ports = Ports()) -> Iterator[Stack]:
-    with Stack(ports) as stack:
+def dev_stack(ports: Ports = Ports(), run_dir: Path = CACHE / "run" / "dev") -> Iterator[Stack]:
+    with Stack(ports, run_dir) as stack:
         env = handler_env(ports)
         stack.start_dynamodb()
         stack.create_table(env)
@@ -292,15 +299,21 @@ def dev_stack(ports: Ports = Ports()) -> Iterator[Stack]:
         yield stack
 
 
-def dev() -> int:
-    ports = Ports()
+def cli_export_line(ports: Ports) -> str:
+    """One line to paste into another terminal: every variable the CLI needs for this stack."""
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in handler_env(ports).items())
+
+
+def dev(ports: Ports | None = None, run_dir: Path = CACHE / "run" / "dev") -> int:
+    """`make dev`. The test of its Ctrl-C (tests/test_dev_stack.py) runs it on its own ports and run dir."""
+    ports = ports or Ports()
     busy = [p for p in (ports.livekit, ports.dynamodb, ports.handler) if port_open(p)]
     if busy:
         print(f"ports {busy} are already in use: is another `make dev` running?", file=sys.stderr)
         return 1
     # `kill` and `timeout` send SIGTERM: stop the stack as cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with dev_stack(ports) as stack:
+    with dev_stack(ports, run_dir) as stack:
         print(f"""
 Switchboard local stack is up (logs in {stack.run_dir.relative_to(ROOT)}/):
   livekit-server  {ports.livekit_url}   (--dev: key devkey, secret secret)
@@ -313,9 +326,10 @@ Create a room that gets agents:
   uv run python -m infra.room drill-1 '{{"profile": "drill"}}'
 or watch the whole drill, from the dispatch log to who spoke when:
   make demo
-Then read what happened:
-  {' '.join(f'{k}={v}' for k, v in aws_env(ports).items())} \\
-    uv run switchboard explain --room drill-1
+Then, in another terminal, point the CLI at this stack (one line) and read what happened:
+  {cli_export_line(ports)}
+  uv run switchboard explain --room drill-1 --agent driver
+  uv run switchboard ui    # the dispatch-log page on http://127.0.0.1:8090
 
 Ctrl-C stops everything.""", flush=True)
         try:
@@ -326,8 +340,21 @@ Ctrl-C stops everything.""", flush=True)
                 print(f"{s.name} exited:\n{s.log_tail()}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print("stopping…")
+            # A second Ctrl-C must not cut the stop short (a traceback, servers left behind):
+            # it is bounded anyway, SIGTERM then SIGKILL after 10 s.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("stopping…", flush=True)
             return 0
+
+
+def main(ports: Ports | None = None, run_dir: Path = CACHE / "run" / "dev") -> int:
+    try:
+        return dev(ports, run_dir)
+    except KeyboardInterrupt:
+        # Ctrl-C while the stack was still starting: what had started is stopped already.
+        # Exit 0, as after a Ctrl-C of the running stack: make has nothing to report.
+        print("stopped before the stack was up", file=sys.stderr)
+        return 0
 
 
 if __name__ == "__main__":
@@ -335,4 +362,4 @@ if __name__ == "__main__":
     if command != "dev":
         print("usage: python -m infra.stack dev", file=sys.stderr)
         sys.exit(2)
-    sys.exit(dev())
+    sys.exit(main())

@@ -3,15 +3,22 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from handler.contract import AgentPlan, MetadataError, Routing, parse_room_metadata
+from handler.contract import AgentPlan, MetadataError, MetadataNotJson, Routing, parse_room_metadata
 
 LIMIT = 64 * 1024
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "not json", "[1, 2]", '"text"', "42",
+@pytest.mark.parametrize("raw", ["", "   ", "[1, 2]", '"text"', "42",
                                  '{"tenant": "acme", "theme": "dark"}'])
-def test_absent_non_json_and_unrelated_metadata_ask_for_no_agents(raw):
+def test_absent_and_unrelated_metadata_ask_for_no_agents(raw):
     assert parse_room_metadata(raw, max_bytes=LIMIT) is None
+
+
+@pytest.mark.parametrize("raw", ["not json", '{"agents":[{"name":"driver"}'])
+def test_metadata_that_is_not_json_says_so_with_the_parsers_message(raw):
+    # A typo in JSON meant for Switchboard must not read as "asks for no agents".
+    with pytest.raises(MetadataNotJson, match=r"line 1 column \d+"):
+        parse_room_metadata(raw, max_bytes=LIMIT)
 
 
 def test_the_documented_example_parses():

@@ -100,7 +100,17 @@ def test_malformed_metadata_is_a_recorded_decision_not_an_error():
 
 def test_absent_metadata_means_no_agents():
     d = decide(ev("room_started", None), ROUTING, SETTINGS)
-    assert d.action is Action.IGNORE and d.reason == "room metadata asks for no agents"
+    assert d.action is Action.IGNORE and d.reason == "room has no metadata: it asks for no agents"
+    assert d.error is None
+
+
+def test_broken_json_is_recorded_apart_from_absent_and_unrelated_metadata():
+    broken = decide(ev("room_started", '{"agents":[{"name":"driver"}'), ROUTING, SETTINGS)
+    assert broken.action is Action.IGNORE and broken.reason == "room metadata is not JSON: it asks for no agents"
+    assert "Expecting ',' delimiter" in broken.summary()["error"]
+    unrelated = decide(ev("room_started", {"tenant": "acme"}), ROUTING, SETTINGS)
+    assert unrelated.reason == "room metadata uses none of Switchboard's keys: it asks for no agents"
+    assert unrelated.error is None
 
 
 def test_a_profile_expands_and_explicit_agents_are_added():
