@@ -26,6 +26,8 @@ TEST_PORTS = Ports(livekit=17880 + _OFFSET, livekit_rtc_tcp=17881 + _OFFSET,
 SECOND_HANDLER_PORT = 18081 + _OFFSET
 SPARE_HANDLER_PORTS = (18082 + _OFFSET, 18083 + _OFFSET)
 HOSTILE_HANDLER_PORT = 18084 + _OFFSET
+# The worker image's and the worker health tests' ports (health servers, toxiproxy, a port nobody serves).
+WORKER_HEALTH_PORTS = tuple(18085 + _OFFSET + i for i in range(5))
 # toxiproxy's API, its two proxies, and the handler that talks through them.
 FAULT_PORTS = tuple(18090 + _OFFSET + i for i in range(4))
 # A second signing key the handler accepts beside LiveKit's devkey (rotation, or a second project).
