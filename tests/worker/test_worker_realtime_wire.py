@@ -139,7 +139,7 @@ async def test_a_model_that_stays_unreachable_ends_the_job_and_the_agent_leaves(
         # livekit-agents retries 3 times, then the job ends and the agent leaves the room.
         await eventually(lambda: agent(listener, "dispatcher") is None, timeout=DEADLINE)
         assert fake_realtime.refused[api_key("dispatcher")] >= 1
-        assert len(fake_realtime.of_voice(tim.voice)) == opened or True  # no session was accepted meanwhile
+        assert len(fake_realtime.of_voice(tim.voice)) == opened  # refused from the drop on: no new session
         log = realtime_workers["dispatcher"].log_tail(400)
         assert "realtime model connection lost for good; ending the job" in log, log
         assert agent(listener, "driver") is not None  # the other agent is not affected
