@@ -37,7 +37,9 @@ DEBIAN_MIRROR=http://deb.debian.org/debian
 python_pin="$(sed -n 's/^ARG PYTHON_IMAGE=//p' "$dockerfile")"
 uv_pin="$(sed -n 's/^ARG UV_IMAGE=//p' "$dockerfile")"
 uv_version="${uv_pin##*:}"
-standin_python="localhost/switchboard-standin/python:3.11-$DEBIAN_RELEASE"
+# Bump when the stand-in's recipe changes: its cached rootfs and image are keyed on it.
+STANDIN_REVISION=2
+standin_python="localhost/switchboard-standin/python:3.11-$DEBIAN_RELEASE-r$STANDIN_REVISION"
 standin_uv="localhost/switchboard-standin/uv:$uv_version"
 
 log() { echo "image: $*" >&2; }
@@ -59,7 +61,7 @@ can_pull() { podman image exists "$1" || podman pull -q "$1" >/dev/null 2>&1; }
 
 python_standin() {
   podman image exists "$standin_python" && return
-  local tar="$cache/python-standin-$DEBIAN_RELEASE.tar" pin="$cache/python-standin.pin"
+  local tar="$cache/python-standin-$DEBIAN_RELEASE-r$STANDIN_REVISION.tar" pin="$cache/python-standin.pin"
   if [ ! -f "$tar" ]; then
     log "debootstrap $DEBIAN_RELEASE (minbase + python3), standing in for $python_pin"
     local rootfs="$cache/rootfs.tmp"
@@ -84,10 +86,26 @@ Suites: $DEBIAN_RELEASE-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-    # `python` as python:slim has it; slim's trimmings: no package cache, lists, docs or locales.
-    ln -sf python3 "$rootfs/usr/bin/python"
-    rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
-      "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
+    # `python` as python:slim has it.
+    ln -sf python3 "${rootfs:?}/usr/bin/python"
+    # Debian's container images keep apt's caches out of every layer, and their slim variant
+    # keeps dpkg from installing docs and locales: the stand-in does the same, so the
+    # Dockerfile's `apt-get install` weighs here what it weighs on the real base.
+    printf '%s\n' \
+      'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+      'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+      'Dir::Cache::pkgcache "";' 'Dir::Cache::srcpkgcache "";' >"${rootfs:?}/etc/apt/apt.conf.d/docker-clean"
+    printf '%s\n' 'Acquire::Languages "none";' >"${rootfs:?}/etc/apt/apt.conf.d/docker-no-languages"
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+      'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
+      'path-exclude /usr/share/locale/*' 'path-include /usr/share/locale/locale.alias' \
+      'path-exclude /usr/share/lintian/*' >"${rootfs:?}/etc/dpkg/dpkg.cfg.d/docker"
+    # ...and what debootstrap already installed goes the same way: no caches, lists, docs, locales.
+    rm -rf "${rootfs:?}"/var/cache/apt/*.bin "${rootfs:?}"/var/cache/apt/archives/*.deb \
+      "${rootfs:?}"/var/lib/apt/lists/* "${rootfs:?}"/usr/share/man/* "${rootfs:?}"/usr/share/info/* \
+      "${rootfs:?}"/usr/share/lintian/*
+    find "${rootfs:?}/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+    find "${rootfs:?}/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
     local version
     version="$(chroot "$rootfs" python3 -c 'import platform; print(platform.python_version())')"
     tar -C "$rootfs" --numeric-owner -cf "$tar.tmp" .

@@ -40,7 +40,8 @@ from tests.test_template import load_template
 from worker.identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE
 from worker.roster import get_role
 
-pytestmark = pytest.mark.anyio
+# Run alone on a fresh machine, the first test builds the image (minutes): past the suite's 300 s.
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(1800)]
 
 HEALTH_PORT, UNREACHABLE_HEALTH_PORT, _, _, NOBODY_PORT = WORKER_HEALTH_PORTS
 DEADLINE = 90
