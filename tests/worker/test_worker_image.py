@@ -6,9 +6,10 @@ command, environment and secrets (LiveKitUrl → the test stack's livekit-server
 → its dev keys), its stop timeout and its init process; host networking, with the health
 port moved into this run's port range (tests/podman.py says why).
 
-`make test` builds the image first and sets SWITCHBOARD_WORKER_IMAGE_BUILT=1; run alone,
-this module builds it (cached layers make that quick once built). Where this machine
-cannot build or run it, the test fails with podman's own error: it is never skipped.
+This module builds the image first, as `make image` does (cached layers make that about
+20 s once built; `make image-test` builds it before and sets SWITCHBOARD_WORKER_IMAGE_BUILT=1).
+Where this machine cannot build or run it, the tests fail with the build's or podman's own
+error: they are never skipped.
 """
 
 from __future__ import annotations
