@@ -10,10 +10,11 @@
 #   ghcr.io/astral-sh/uv:X       ->  the same uv release from PyPI (the pinned uv wheel's binary)
 # Everything else is the Dockerfile's own, unchanged.
 #
-# What this machine needs, and CI will too: podman/buildah/runc/catatonit from Debian (runc,
-# because crun fails on this kernel's hybrid cgroups), debootstrap, a containers.conf without
-# default ulimits (raising RLIMIT_NOFILE needs CAP_SYS_RESOURCE, which this machine lacks), and the
-# host's CA bundle mounted into the build (uv reaches PyPI through a TLS-inspecting proxy here).
+# What this machine needs, and CI will too: podman/buildah/runc/catatonit from Debian,
+# debootstrap, infra/containers.conf (runc, which the trial found working where crun
+# did not with this kernel's hybrid cgroups; no default ulimits, since raising RLIMIT_NOFILE
+# needs CAP_SYS_RESOURCE, which this machine lacks), and the host's CA bundle mounted into the
+# build (uv reaches PyPI through a TLS-inspecting proxy here).
 #
 #   infra/image.sh                 build localhost/switchboard-worker:dev (override: SWITCHBOARD_WORKER_IMAGE)
 #   infra/image.sh --print-image   print that name
@@ -56,8 +57,8 @@ need_tools() {
   fi
 }
 
-# Pull an image if its registry is reachable; quiet and quick when it is not.
-can_pull() { podman image exists "$1" || podman pull -q "$1" >/dev/null 2>&1; }
+# Pull an image if its registry is reachable; quiet, and bounded when it is not.
+can_pull() { podman image exists "$1" || timeout 120 podman pull -q "$1" >/dev/null 2>&1; }
 
 python_standin() {
   podman image exists "$standin_python" && return
