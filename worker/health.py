@@ -26,7 +26,6 @@ every 30 s, aiohttp waits 15 s for the pong): within 45 s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from enum import StrEnum
 from typing import Any
@@ -126,12 +125,3 @@ class HealthServer:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return 503, f"its HTTP server did not answer ({type(exc).__name__})"
 
-
-@contextlib.asynccontextmanager
-async def serving_health(server: AgentServer, host: str, port: int):
-    health = HealthServer(server, host, port)
-    await health.start()
-    try:
-        yield health
-    finally:
-        await health.aclose()
