@@ -124,7 +124,7 @@ def test_the_image_holds_the_worker_runtime_only(image):
 
 
 async def test_the_container_registers_takes_a_dispatch_from_the_handler_and_drains_on_sigterm(
-        local_stack, aws, dispatcher, room_name):
+        local_stack, aws, dispatcher, template, room_name):
     role = get_role("dispatcher")
     # Registered with the test stack's livekit-server, and its HEALTHCHECK passes.
     await eventually(lambda: "worker registered" in dispatcher.logs(), timeout=DEADLINE)
@@ -155,8 +155,13 @@ async def test_the_container_registers_takes_a_dispatch_from_the_handler_and_dra
         # ...and exits 0 once the call ends, long before the task definition's stop timeout.
         await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
     assert dispatcher.wait(timeout=110) == 0
-    messages = [line.get("message") for line in json_lines(dispatcher.logs())]
-    assert {"drained", "worker closed"} <= set(messages), messages
+    lines = json_lines(dispatcher.logs())
+    assert {"drained", "worker closed"} <= {line.get("message") for line in lines}, lines[-10:]
+    # The drain bound is the task definition's, and ends before its stop timeout's SIGKILL.
+    task = task_run(worker_container(template, role.name), refs={"LiveKitUrl": ""}, secrets={
+        "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": ""})
+    (draining,) = [line for line in lines if line.get("message") == "draining"]
+    assert draining["timeout_seconds"] == int(task.env["SWITCHBOARD_WORKER_DRAIN_TIMEOUT_SECONDS"]) < task.stop_timeout
 
 
 async def test_with_livekit_unreachable_health_says_503_and_the_healthcheck_turns_unhealthy(unreachable, image):
