@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV_VERSION := 0.9.30
 UV := python3 -m uv
 
-.PHONY: setup tools python fetch dev demo test soak bench explore
+.PHONY: setup tools python fetch dev demo test image image-test soak bench explore
 
 setup: tools python fetch
 
@@ -29,8 +29,19 @@ dev: setup
 demo: setup
 	$(UV) run python -m worker.demo
 
+# Every test, the worker image's included: tests/worker/test_worker_image.py (`make image-test`)
+# runs `make image` first, so a machine that cannot build it fails that test with the reason.
 test: setup
 	$(UV) run pytest
+
+# The worker image (worker/Dockerfile) with Debian's podman, from stand-in base images made here
+# where the public ones cannot be pulled; cached in infra/.cache/images. See infra/image.sh.
+image:
+	infra/image.sh
+
+# The built image run as template.yaml's ECS task definition runs it, against the local stack.
+image-test: setup image
+	SWITCHBOARD_WORKER_IMAGE_BUILT=1 $(UV) run pytest tests/worker/test_worker_image.py
 
 # The long load run: 200 rooms x 2 agents through the real livekit-server (tests/test_load.py).
 soak: setup

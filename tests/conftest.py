@@ -29,6 +29,8 @@ SPARE_HANDLER_PORTS = (18082 + _OFFSET, 18083 + _OFFSET)
 HOSTILE_HANDLER_PORT = 18084 + _OFFSET
 # The dispatch-log page (`switchboard ui`) under test in the browser.
 REVIEW_UI_PORT = 18100 + _OFFSET
+# The worker image's and the worker health tests' ports (health servers, toxiproxy, a port nobody serves).
+WORKER_HEALTH_PORTS = tuple(18085 + _OFFSET + i for i in range(5))
 # toxiproxy's API, its two proxies, and the handler that talks through them.
 FAULT_PORTS = tuple(18090 + _OFFSET + i for i in range(4))
 # A second signing key the handler accepts beside LiveKit's devkey (rotation, or a second project).

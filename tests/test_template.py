@@ -553,7 +553,10 @@ def test_each_role_runs_the_worker_cli_with_a_drain_that_ends_before_ecs_kills_i
                     mp.setenv(variable["Name"], variable["Value"])
             settings = WorkerSettings()
         assert settings.drain_timeout_seconds < container["StopTimeout"] == 120
-        assert f"127.0.0.1:{settings.health_port}/" in " ".join(container["HealthCheck"]["Command"])
+        # The health port as the worker reads it (the image sets it: 8081); the image test runs this check.
+        health_port_variable = WorkerSettings.model_config["env_prefix"] + "HEALTH_PORT"
+        assert settings.health_port == 8081
+        assert f"os.environ['{health_port_variable}']" in " ".join(container["HealthCheck"]["Command"])
         log = container["LogConfiguration"]
         assert log["LogDriver"] == "awslogs" and log["Options"]["awslogs-group"] == {"Ref": "WorkerLogGroup"}
 

@@ -16,6 +16,7 @@ import signal
 from livekit.agents import AgentServer
 
 from .config import WorkerSettings
+from .health import HealthServer
 from .roster import Role
 from .server import JobRequests, build_server
 
@@ -33,6 +34,13 @@ async def serve(settings: WorkerSettings, role: Role, *, devmode: bool) -> int:
         return 1
     server.on("worker_registered", lambda worker_id, _info: log.info(
         "worker registered", extra={"role": role.name, "worker_id": worker_id}))
+    # Up before the worker registers, so an orchestrator hears 503 "starting", not silence.
+    health = HealthServer(server, settings.health_host, settings.health_port)
+    try:
+        await health.start()
+    except OSError as exc:
+        log.error("worker cannot start", extra={"role": role.name, "error": f"health server: {exc}"})
+        return 1
 
     loop = asyncio.get_running_loop()
     signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
@@ -55,6 +63,7 @@ async def serve(settings: WorkerSettings, role: Role, *, devmode: bool) -> int:
         await server.aclose()
         await requests.aclose()
     finally:
+        await health.aclose()
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     failure = await _outcome(running)

@@ -1,16 +1,25 @@
 """Realtime mode: the persona on OpenAI's realtime model, in an AgentSession.
 
 Imported only when OPENAI_API_KEY is set, so local mode never loads the
-OpenAI plugin. Untested here (no key, no network): the wiring follows
-livekit-agents 1.8's AgentSession and RoomOptions.
+OpenAI plugin. tests/worker/test_worker_realtime_wire.py runs it against a local
+server that speaks the realtime protocol (no real model): what reaches
+session.update, the agent's audio in the room, a dropped and a lost connection.
+
+A dropped model connection is the plugin's to restore: it reconnects and sends the
+session (persona, instructions) and the conversation again. When it gives up
+(livekit-agents' 3 retries), the job ends: livekit-agents' AgentSession would
+otherwise count one unrecoverable error of 3 and stay, leaving a silent agent in
+the room. The agent leaves, and Switchboard replaces it within its attempt budget.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
+from typing import Any
 
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, JobContext, room_io
+from livekit.agents import Agent, AgentSession, JobContext, llm, room_io
 from livekit.plugins import openai
 
 from .config import WorkerSettings
@@ -41,9 +50,9 @@ def realtime_model(persona: Persona, settings: WorkerSettings) -> openai.realtim
     return openai.realtime.RealtimeModel(
         model=settings.realtime_model,
         voice=persona.voice,
-        # Realtime v1 ignores temperature (the plugin keeps it as a deprecated
-        # argument); passed so the persona's setting applies where supported.
-        temperature=persona.temperature,
+        # No temperature: the realtime API (GA, what the plugin speaks) has none, and the
+        # plugin drops the argument it still accepts. The persona's temperature applies to
+        # nothing in this mode; the wire test shows session.update without it.
         api_key=settings.openai_api_key.get_secret_value(),
     )
 
@@ -56,6 +65,7 @@ def room_options(counterpart_identity: str) -> room_io.RoomOptions:
 async def run_realtime(ctx: JobContext, persona: Persona, settings: WorkerSettings) -> None:
     counterpart = await wait_for_counterpart(ctx.room, persona.role, persona.counterpart)
     session = AgentSession(llm=realtime_model(persona, settings))
+    session.on("error", partial(end_job_on_lost_model, ctx, persona))
     await session.start(agent=Agent(instructions=instructions_for(persona)), room=ctx.room,
                         room_options=room_options(counterpart.identity))
     await ctx.room.local_participant.set_attributes({
@@ -65,3 +75,17 @@ async def run_realtime(ctx: JobContext, persona: Persona, settings: WorkerSettin
     if persona.speaks_first:
         await wait_for_state(ctx.room, counterpart.identity, {DrillState.LISTENING})
         session.generate_reply(instructions="Open the call now.")
+
+
+# The reason the job ends with, in the job's shutdown log.
+MODEL_LOST_REASON = "realtime model connection lost"
+
+
+def end_job_on_lost_model(ctx: JobContext, persona: Persona, event: Any) -> None:
+    """On the plugin giving up its connection for good, end the job (see the module's docstring)."""
+    error = getattr(event, "error", None)
+    if not isinstance(error, llm.RealtimeModelError) or error.recoverable:
+        return  # the plugin logs its retries itself
+    log.error("realtime model connection lost for good; ending the job",
+              extra={"role": persona.role, "error": type(error.error).__name__})
+    ctx.shutdown(reason=MODEL_LOST_REASON)

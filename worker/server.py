@@ -17,6 +17,7 @@ from typing import Any
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, JobRequest
 
 from .config import AudioMode, WorkerSettings
+from .health import AGENTS_HTTP_HOST, AGENTS_HTTP_PORT
 from .identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE, IdentityBook, identities_in_room
 from .joining import join_room, prepare_thread_jobs
 from .persona import resolve_persona
@@ -158,8 +159,10 @@ def build_server(settings: WorkerSettings, role: Role, requests: JobRequests) ->
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret.get_secret_value(),
-        host=settings.health_host,
-        port=settings.health_port,
+        # Its own health server says 200 while it cannot reach LiveKit: it moves to loopback,
+        # and worker/health.py answers on the health port (see there).
+        host=AGENTS_HTTP_HOST,
+        port=AGENTS_HTTP_PORT,
         setup_fnc=prewarm,
         load_fnc=partial(jobs_load, max_jobs=settings.max_jobs) if settings.max_jobs else None,
         log_level=settings.log_level,

@@ -36,13 +36,14 @@ class FakeServer:
         self._on: dict = {}
 
     def on(self, event, callback):
-        self._on[event] = callback
+        self._on.setdefault(event, []).append(callback)
 
     async def run(self, *, devmode: bool) -> None:
         self.calls.append(("run", devmode))
         if self._fail:
             raise self._fail
-        self._on["worker_registered"]("AW_test", None)
+        for callback in self._on.get("worker_registered", []):
+            callback("AW_test", None)
         sigterm()
         await self._closed.wait()
 
@@ -64,7 +65,7 @@ class FakeServer:
 def serve(monkeypatch):
     async def run(server: FakeServer, *, devmode: bool = False, drain_timeout: int = 1) -> int:
         monkeypatch.setattr(lifecycle, "build_server", lambda settings, role, requests: server)
-        settings = WorkerSettings(drain_timeout_seconds=drain_timeout, livekit_api_key="k")
+        settings = WorkerSettings(drain_timeout_seconds=drain_timeout, livekit_api_key="k", health_port=0)
         return await asyncio.wait_for(lifecycle.serve(settings, get_role("driver"), devmode=devmode), 30)
     return run
 
