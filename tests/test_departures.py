@@ -261,8 +261,10 @@ async def test_an_agent_whose_connection_aborts_is_dispatched_again(local_stack,
     The abort itself is signed here (the soak produces it for real under load); the job,
     its assignment, the stale dispatch's deletion and the new agent's join are real.
     """
+    # Its agents join 30 s after accepting: time enough, on a loaded machine, to send the abort
+    # while the first job's agent has not connected (a later connection would be another sid).
     worker = local_stack.start_test_agent("translator", name="agent-translator-slow", tag_dispatch=True,
-                                          join_delay=15)
+                                          join_delay=30)
     try:
         async with lk_api(local_stack.livekit_url) as lk, httpx.AsyncClient(timeout=30) as client:
             info = await lk.room.create_room(api.CreateRoomRequest(
