@@ -30,7 +30,7 @@ from .claims import (
 )
 from .contract import Routing
 from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
-from .observability import Metrics
+from .observability import Metrics, record_time_to_agent
 from .policy import (
     DISPATCH_ID_ATTRIBUTE,
     DONE_ATTRIBUTE,
@@ -265,6 +265,8 @@ class Pipeline:
                 return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
                                                      detail=f"LiveKit does not yet say which dispatch {identity} is")])
         joined = await self.store.mark_joined(event.room.sid, match["sk"], identity)
+        if joined:
+            record_time_to_agent(event)
         return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
 
     async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
