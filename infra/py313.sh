@@ -82,7 +82,7 @@ run() {
       mkdir -p "$rootfs$target" && mount --bind "$target" "$rootfs$target"
     fi
     exec chroot "$rootfs" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
-      PYTHONPATH="$site:$root" PYTHONDONTWRITEBYTECODE=1 ${SWITCHBOARD_TEST_PORT_OFFSET:+SWITCHBOARD_TEST_PORT_OFFSET=$SWITCHBOARD_TEST_PORT_OFFSET} \
+      PYTHONPATH="$site:$root" PYTHONPYCACHEPREFIX=/var/cache/pycache ${SWITCHBOARD_TEST_PORT_OFFSET:+SWITCHBOARD_TEST_PORT_OFFSET=$SWITCHBOARD_TEST_PORT_OFFSET} \
       /bin/bash -c "cd \"$root\" && exec $0" 
   ' "$inner" "$rootfs" "$root" "$site"
 }

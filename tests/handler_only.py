@@ -36,10 +36,15 @@ def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None
 
 
 def why_not_here(item: pytest.Item) -> str | None:
+    """Why the test needs more than the handler, from its own source and its fixtures' ("workers")."""
     function = getattr(item, "function", None)
     if function is None:
         return None
-    source = inspect.getsource(function)
+    functions = [function]
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info else ()):
+        functions += [d.func for d in definitions if "site-packages" not in (inspect.getsourcefile(d.func) or "")]
+    source = "\n".join(inspect.getsource(f) for f in functions)
     return next((why for why, pattern in NEEDS_MORE.items() if pattern.search(source)), None)
 
 
