@@ -24,7 +24,9 @@ platform="${2:-aarch64-manylinux_2_34}"
 RUNTIME_VERSION=3.13
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-UV="python3 -m uv"
+# `uv run` sets UV to its own path, and python3 is then a venv's, without the uv module
+# (and make hands recipes its own UV, "python3 -m uv"): an executable UV, else uv on PATH.
+if [ -n "${UV:-}" ] && [ -x "${UV:-}" ]; then :; elif command -v uv >/dev/null; then UV="$(command -v uv)"; else UV="python3 -m uv"; fi
 
 mkdir -p "$artifacts"
 artifacts="$(cd "$artifacts" && pwd)"
@@ -39,6 +41,8 @@ $UV pip install --quiet --target "$artifacts" --python-version "$RUNTIME_VERSION
   --only-binary :all: --no-deps --require-hashes --no-compile -r "$work/requirements.txt"
 # Console scripts (their shebangs name this machine's interpreter); the function runs none.
 rm -rf "$artifacts/bin"
+# uv's lock file for the target directory.
+rm -f "$artifacts/.lock"
 # Type stubs (PEP 561 *-stubs packages, here types-protobuf's) are never imported.
 find "$artifacts" -maxdepth 1 -type d -name '*-stubs' -exec rm -rf {} +
 # botocore ships every AWS service's model (~19 MB of its 23); the function builds clients for
@@ -55,7 +59,8 @@ cp "$root/infra/routing.yaml" "$artifacts/infra/"
 
 # The runtime's interpreter compiles: a .pyc is only valid for the Python version that wrote it.
 # -s/-p record /var/task paths in the code objects, so tracebacks name the deployed files.
-compile=(-m compileall -q -j 0 --invalidation-mode unchecked-hash -s "$artifacts" -p /var/task "$artifacts")
+# -I: no PYTHONPYCACHEPREFIX or other environment may send the .pyc files elsewhere.
+compile=(-I -m compileall -q -j 0 --invalidation-mode unchecked-hash -s "$artifacts" -p /var/task "$artifacts")
 if [ -n "${PYTHON313:-}" ]; then
   "$PYTHON313" "${compile[@]}" >"$work/compile.log" || { cat "$work/compile.log"; exit 1; }
 elif python3.13 -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then

@@ -29,7 +29,9 @@ root="$(cd "$here/.." && pwd)"
 cache="$here/.cache"
 rootfs="$cache/trixie"
 site="$cache/py313-site"
-UV="python3 -m uv"
+# `uv run` sets UV to its own path, and python3 is then a venv's, without the uv module
+# (and make hands recipes its own UV, "python3 -m uv"): an executable UV, else uv on PATH.
+if [ -n "${UV:-}" ] && [ -x "${UV:-}" ]; then :; elif command -v uv >/dev/null; then UV="$(command -v uv)"; else UV="python3 -m uv"; fi
 
 setup_rootfs() {
   if [ -f "$rootfs/.switchboard-packages" ] && [ "$(cat "$rootfs/.switchboard-packages")" = "$PACKAGES" ]; then
