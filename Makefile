@@ -8,7 +8,7 @@ SAM_VERSION := 1.170.0
 SAM_DIR := infra/.cache/sam-$(SAM_VERSION)
 SAM := $(SAM_DIR)/bin/sam
 
-.PHONY: setup tools python fetch sam py313 dev demo test test-py313 soak bench bundle \
+.PHONY: setup tools python fetch sam py313 dev demo test test-py313 soak bench bench-lambda bundle \
 	build-WebhookFunction build-SweeperFunction
 
 setup: tools python fetch
@@ -69,3 +69,8 @@ soak: setup
 
 bench: setup
 	$(UV) run python -m bench
+
+# Cold start of the Lambda bundle on CPython 3.13 (an x86_64 twin of it): BENCHMARKS.md, section 3.
+bench-lambda: py313
+	infra/bundle.sh infra/.cache/bench-lambda/unchecked-hash x86_64-manylinux_2_34
+	infra/py313.sh run python3 -m bench.lambda_coldstart $(BENCH_ARGS)
