@@ -51,7 +51,11 @@ def build(copies: dict[str, Path]) -> None:
     for name in ("no-bytecode", "timestamp-pyc"):
         shutil.rmtree(copies[name], ignore_errors=True)
         shutil.copytree(twin, copies[name], ignore=shutil.ignore_patterns("__pycache__"))
-    # Default invalidation mode (timestamp), then dated as SAM's zip dates everything.
+    # Default invalidation mode (timestamp) at build time, sources dated now; then dated as SAM's zip
+    # dates everything, 1980, which no longer matches the mtime each .pyc recorded.
+    now = time.time()
+    for path in copies["timestamp-pyc"].rglob("*.py"):
+        os.utime(path, (now, now))
     subprocess.run([sys.executable, "-I", "-m", "compileall", "-q", "-j", "0", str(copies["timestamp-pyc"])], check=True)
     for root in copies.values():
         for path in root.rglob("*"):
