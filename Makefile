@@ -38,7 +38,8 @@ test: setup sam py313
 	$(MAKE) --no-print-directory test-py313
 
 # The handler's tests on Debian trixie's CPython 3.13 (infra/py313.sh): all but those needing a
-# livekit-agents worker (the worker stays on 3.11) or cfn-lint's CLI; tests/handler_only.py names them.
+# livekit-agents worker (the worker stays on 3.11), cfn-lint's CLI or the SAM CLI (test_bundle.py
+# runs 3.13 on the bundle itself); tests/handler_only.py names them.
 test-py313: py313
 	infra/py313.sh run python3 -m pytest -p tests.handler_only --ignore=tests/worker tests
 

@@ -4,7 +4,8 @@
 
 Deselects, by reading each test's own source, what needs more than the handler:
 a livekit-agents worker (`start_test_agent`, `worker.` imports: the worker stays
-on 3.11) or cfn-lint's command line (a template check, the same on any Python).
+on 3.11), cfn-lint's command line (a template check, the same on any Python), or the
+SAM CLI (tests/test_bundle.py, which itself runs 3.13 on the bundle).
 Everything else runs; pytest reports the count it deselected, and this plugin
 names them, so nothing is left out quietly.
 """
@@ -19,6 +20,8 @@ import pytest
 NEEDS_MORE = {
     "a livekit-agents worker": re.compile(r"start_test_agent|\bfrom worker\b|\bimport worker\b"),
     "cfn-lint's command line": re.compile(r"\bcfn_lint\("),
+    # tests/test_bundle.py: it runs the 3.13 rootfs itself, from outside it.
+    "the SAM CLI and uv, outside the rootfs": re.compile(r"\bstr\(SAM\)"),
 }
 
 
