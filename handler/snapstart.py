@@ -7,7 +7,8 @@ that way:
     and TLS sessions belong to the instance that took the snapshot;
   - the AWS credentials botocore resolved at init, inside those clients;
   - the LiveKit secret, read once at init: restored instances would otherwise keep the
-    value of the day the version was published, through every key rotation.
+    value of the day the version was published, through every key rotation;
+  - the `random` module's state, the same in every instance restored from one snapshot.
 So the clients close before the checkpoint, and after each restore the settings are read
 again (environment and secret, as at a cold start), the verifier is rebuilt from the keys
 they hold and the clients open anew. Lambda Web Adapter (v1.1.0+) calls the two hooks at
@@ -18,6 +19,7 @@ non-2xx answer fails that phase, and a restore must finish within Lambda's 10 s 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable
 
 from .aws_secrets import forget_secrets
@@ -65,6 +67,9 @@ class Instance:
         await self.close()
 
     async def after_restore(self) -> None:
+        # Every instance restored from one snapshot would draw the same "random" numbers
+        # (botocore's and the retries' jitter); ids come from os.urandom, which is not affected.
+        random.seed()
         forget_secrets()
         settings = self._renew_settings()
         self.settings, self.verifier = settings, WebhookVerifier(settings.signing_keys)
