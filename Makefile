@@ -4,8 +4,12 @@
 SHELL := /bin/bash
 UV_VERSION := 0.9.30
 UV := python3 -m uv
+SAM_VERSION := 1.170.0
+SAM_DIR := infra/.cache/sam-$(SAM_VERSION)
+SAM := $(SAM_DIR)/bin/sam
 
-.PHONY: setup tools python fetch dev demo test image image-test soak bench explore
+.PHONY: setup tools python fetch sam py313 dev demo test test-py313 image image-test soak bench bench-lambda \
+	bundle build-WebhookFunction build-SweeperFunction explore
 
 setup: tools python fetch
 
@@ -29,10 +33,38 @@ dev: setup
 demo: setup
 	$(UV) run python -m worker.demo
 
-# Every test, the worker image's included: tests/worker/test_worker_image.py (`make image-test`)
-# runs `make image` first, so a machine that cannot build it fails that test with the reason.
-test: setup
+# Every test on the development venv (CPython 3.11), the worker image's included
+# (tests/worker/test_worker_image.py runs `make image` first, so a machine that cannot build
+# it fails that test with the reason), then the handler's tests again on CPython 3.13, the
+# Lambda function's runtime. tests/test_bundle.py runs `sam build`.
+test: setup sam py313
 	$(UV) run pytest
+	$(MAKE) --no-print-directory test-py313
+
+# The handler's tests on Debian trixie's CPython 3.13 (infra/py313.sh): all but those needing a
+# livekit-agents worker (the worker stays on 3.11), cfn-lint's CLI or the SAM CLI (test_bundle.py
+# runs 3.13 on the bundle itself); tests/handler_only.py names them.
+test-py313: py313
+	infra/py313.sh run python3 -m pytest -p tests.handler_only --ignore=tests/worker tests
+
+# The AWS SAM CLI in a venv of its own, its closure pinned and hashed: its pins are not the project's.
+sam: $(SAM)
+$(SAM): infra/sam-requirements.txt
+	rm -rf $(SAM_DIR)
+	$(UV) venv -q --python 3.11 $(SAM_DIR)
+	$(UV) pip install -q --python $(SAM_DIR)/bin/python --require-hashes -r infra/sam-requirements.txt
+	touch $@
+
+py313:
+	infra/py313.sh setup
+
+# The Lambda bundle, as a deploy builds it: .aws-sam/build/, then `sam deploy`.
+bundle: sam
+	$(SAM) build
+
+# `sam build` runs these (template.yaml: BuildMethod makefile) from the repository root, ARTIFACTS_DIR set.
+build-WebhookFunction build-SweeperFunction:
+	infra/bundle.sh "$(ARTIFACTS_DIR)"
 
 # The worker image (worker/Dockerfile) with Debian's podman, from stand-in base images made here
 # where the public ones cannot be pulled; cached in infra/.cache/images. See infra/image.sh.
@@ -63,3 +95,8 @@ explore: setup
 
 bench: setup
 	$(UV) run python -m bench
+
+# Cold start of the Lambda bundle on CPython 3.13 (an x86_64 twin of it): BENCHMARKS.md, section 3.
+bench-lambda: py313
+	infra/bundle.sh infra/.cache/bench-lambda/unchecked-hash x86_64-manylinux_2_34
+	infra/py313.sh run python3 -m bench.lambda_coldstart $(BENCH_ARGS)

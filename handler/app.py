@@ -27,14 +27,13 @@ from .claims import DispatchStore, StoreUnavailable
 from .contract import Routing
 from .dispatcher import LiveKitDispatcher
 from .observability import configure_logging, correlation_id
-from .pipeline import Pipeline, open_pipeline
 from .settings import Settings
+from .snapstart import Instance
 from .verify import (
     BodyTimeout,
     PayloadTooLarge,
     Unauthorized,
     WebhookRejected,
-    WebhookVerifier,
     check_content_type,
 )
 
@@ -69,19 +68,25 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
     settings = settings or Settings()
     # Loaded now, so a broken routing file fails at start-up, not on the first webhook.
     routing = Routing.load(settings.routing_file)
-    verifier = WebhookVerifier(settings.signing_keys)
-    state: dict[str, Pipeline] = {}
+    # The settings, verifier and clients, renewed after a SnapStart restore (handler/snapstart.py).
+    instance = Instance(settings, routing, store=store, dispatcher=dispatcher)
+
+    def ready(message: str) -> None:
+        live = instance.settings
+        log.info(message, extra={"table": live.table_name, "signing_keys": instance.verifier.key_ids,
+                                 "allowed_agents": sorted(live.allowed_agents)})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_pipeline(settings, routing=routing, store=store, livekit=dispatcher) as pipeline:
-            state["pipeline"] = pipeline
-            log.info("switchboard ready", extra={"table": settings.table_name, "signing_keys": verifier.key_ids,
-                                                 "allowed_agents": sorted(settings.allowed_agents)})
+        await instance.open()
+        try:
+            ready("switchboard ready")
             yield
-            state.clear()
+        finally:
+            await instance.close()
 
     async def webhook(request: Request) -> JSONResponse:
+        settings, verifier = instance.settings, instance.verifier
         try:
             if not request.headers.get("authorization", "").strip():
                 raise Unauthorized("missing Authorization token")
@@ -95,7 +100,7 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
         correlation_id.set(event.id)
         try:
             async with asyncio.timeout(settings.webhook_budget_seconds):
-                outcome = await state["pipeline"].handle(event)
+                outcome = await instance.pipeline.handle(event)
         except TimeoutError:
             # A claim cut short stays CLAIMED under its lease; the re-delivery (or the
             # sweeper) takes it over and looks in LiveKit before creating again.
@@ -113,11 +118,24 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def before_checkpoint(request: Request) -> JSONResponse:
+        await instance.before_checkpoint()
+        log.info("snapstart: clients closed for the snapshot")
+        return JSONResponse({"status": "closed"})
+
+    async def after_restore(request: Request) -> JSONResponse:
+        await instance.after_restore()
+        ready("switchboard restored")
+        return JSONResponse({"status": "restored"})
+
+    routes = [Route("/webhook", webhook, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
+    # Only when Lambda Web Adapter is told to call them: nowhere else does anything POST there.
+    if settings.snapstart_before_checkpoint_path:
+        routes.append(Route(settings.snapstart_before_checkpoint_path, before_checkpoint, methods=["POST"]))
+    if settings.snapstart_after_restore_path:
+        routes.append(Route(settings.snapstart_after_restore_path, after_restore, methods=["POST"]))
     configure_logging(settings.log_level)
-    return Starlette(
-        routes=[Route("/webhook", webhook, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
-        lifespan=lifespan,
-    )
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _retry_later(settings: Settings, error: str, extra: dict[str, Any] | None = None) -> JSONResponse:

@@ -81,6 +81,11 @@ def _as_env_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def forget_secrets() -> None:
+    """Read every secret again when next asked: after a SnapStart restore (handler/snapstart.py)."""
+    _fetch.cache_clear()
+
+
 def read_secret(secret_id: str) -> dict[str, str]:
     """The secret's variables; Secrets Manager is asked once per process for each secret."""
     return dict(_fetch(secret_id))

@@ -106,6 +106,23 @@ class MetadataNotJson(MetadataError):
     for Switchboard looks exactly like that, so the parser's message is recorded."""
 
 
+# Deeper metadata is refused on every Python alike: CPython 3.11's json stops near its
+# recursion limit (~1000 levels), 3.13's parses 8000 and more (a C-stack limit). Agent
+# settings need a handful of levels.
+MAX_METADATA_DEPTH = 64
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:  # iterative: the point is not to recurse
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def parse_room_metadata(raw: str, *, max_bytes: int) -> RoomMetadata | None:
     """The contract in `raw`, or None when the metadata doesn't ask for agents at all.
 
@@ -129,6 +146,8 @@ def parse_room_metadata(raw: str, *, max_bytes: int) -> RoomMetadata | None:
         raise MetadataNotJson(str(exc)) from None
     if not isinstance(data, dict) or not CONTRACT_KEYS & data.keys():
         return None
+    if _nested_deeper_than(data, MAX_METADATA_DEPTH):
+        raise MetadataError(f"room metadata is nested too deeply (over {MAX_METADATA_DEPTH} levels)")
     try:
         return RoomMetadata.model_validate(data)
     except ValidationError as exc:

@@ -94,3 +94,42 @@ class Metrics:
             document["correlation_id"] = cid
         (_metrics_stream or sys.stdout).write(json.dumps(document) + "\n")
         self._values.clear()
+
+
+def emit(name: str, value: float, unit: str = "Count", service: str = "switchboard", **dimensions: str) -> None:
+    """One metric as its own EMF document, dimensioned by service plus `dimensions`."""
+    document: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["service", *dimensions]],
+                                   "Metrics": [{"Name": name, "Unit": unit}]}],
+        },
+        "service": service,
+        **dimensions,
+        name: value,
+    }
+    if cid := correlation_id.get():
+        document["correlation_id"] = cid
+    sys.stdout.write(json.dumps(document) + "\n")
+
+
+def time_to_agent_ms(room: Any, participant: Any) -> float | None:
+    """Room created → agent joined, both stamped by livekit-server (the join webhook carries both)."""
+    created = room.creation_time_ms or room.creation_time * 1000
+    joined = participant.joined_at_ms or participant.joined_at * 1000
+    if not created or not joined or joined < created:
+        return None
+    return float(joined - created)
+
+
+def record_time_to_agent(event: Any) -> None:
+    """TimeToAgent (ms) for a join the pipeline just confirmed: the dashboard's p50/p95 and its alarm."""
+    ms = time_to_agent_ms(event.room, event.participant)
+    if ms is not None:
+        emit("TimeToAgent", ms, "Milliseconds")
+
+
+def record_sweep(actions: dict[str, int]) -> None:
+    """SweepActions per action of one sweep pass (dimension `action`): the dashboard's sweeper widget."""
+    for action, count in sorted(actions.items()):
+        emit("SweepActions", count, action=action)

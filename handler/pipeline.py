@@ -30,7 +30,7 @@ from .claims import (
 )
 from .contract import Routing
 from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
-from .observability import Metrics
+from .observability import Metrics, record_time_to_agent
 from .policy import (
     DISPATCH_ID_ATTRIBUTE,
     DONE_ATTRIBUTE,
@@ -307,6 +307,8 @@ class Pipeline:
                                                      detail=f"a claim of {name!r} is still being recorded")])
             return Outcome(decision, note=f"{identity} came from dispatch {dispatch_id}, not an open one of ours")
         joined = await self.store.mark_joined(event.room.sid, match["sk"], identity, dispatch_id, sid)
+        if joined:
+            record_time_to_agent(event)
         return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
 
     async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     # is 503 and LiveKit sends it again. Well under Lambda's 25 s and LiveKit's 30 s queue.
     webhook_budget_seconds: float = Field(default=15.0, gt=0, le=25)
 
+    # --- Lambda SnapStart. Lambda Web Adapter (v1.1.0+) POSTs to these paths on loopback
+    # before the snapshot and after each restore (it answers 403 to anyone else asking for
+    # them); unset, the app has no such routes. See handler/snapstart.py.
+    snapstart_before_checkpoint_path: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH"))
+    snapstart_after_restore_path: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH"))
+
     max_body_bytes: int = 1024 * 1024
     # A body trickling in slower than this holds the room's queue: answer 408.
     body_read_timeout_seconds: float = Field(default=10.0, gt=0)

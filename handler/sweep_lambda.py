@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .observability import configure_logging
+from .observability import configure_logging, record_sweep
 from .pipeline import open_pipeline
 from .settings import Settings
 from .sweeper import Sweeper
@@ -24,6 +24,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         _settings = Settings()
         configure_logging(_settings.log_level)
     report = asyncio.run(_sweep(_settings))
+    record_sweep(report["actions"])
     if report["errors"]:
         # A failed invocation is what the Errors alarm and EventBridge's retry see.
         raise RuntimeError(f"sweep left {len(report['errors'])} slot(s) unsettled: {report['errors'][:3]}")

@@ -120,3 +120,15 @@ def test_any_metadata_yields_a_plan_none_or_a_metadata_error(raw):
 def test_valid_agent_lists_round_trip(agents):
     meta = parse_room_metadata(json.dumps({"agents": agents}), max_bytes=LIMIT)
     assert [a.name for a in meta.agents] == [a["name"] for a in agents]
+
+
+def test_the_nesting_limit_is_the_same_on_every_python():
+    from handler.contract import MAX_METADATA_DEPTH
+
+    def nested(levels: int) -> str:  # the document's own two levels (object, agents list) plus the agent's
+        inner = levels - 3
+        return '{"agents": [{"name": "a", "metadata": ' + '{"x": ' * inner + "1" + "}" * inner + "}]}"
+
+    assert parse_room_metadata(nested(MAX_METADATA_DEPTH), max_bytes=10 * 1024 * 1024) is not None
+    with pytest.raises(MetadataError, match="nested too deeply"):
+        parse_room_metadata(nested(MAX_METADATA_DEPTH + 1), max_bytes=10 * 1024 * 1024)

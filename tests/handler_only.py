@@ -1,0 +1,67 @@
+"""pytest plugin for the handler's runtime alone (`make test-py313`: CPython 3.13, no worker installed).
+
+    pytest -p tests.handler_only tests/
+
+Deselects, by reading each test's own source, what needs more than the handler:
+a livekit-agents worker (`start_test_agent`, `worker.` imports: the worker stays
+on 3.11), cfn-lint's command line (a template check, the same on any Python), or the
+SAM CLI (tests/test_bundle.py, which itself runs 3.13 on the bundle).
+Everything else runs; pytest reports the count it deselected, and this plugin
+names them, so nothing is left out quietly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+
+NEEDS_MORE = {
+    "a livekit-agents worker": re.compile(r"start_test_agent|\bfrom worker\b|\bimport worker\b"),
+    "cfn-lint's command line": re.compile(r"\bcfn_lint\("),
+    # tests/test_bundle.py: it runs the 3.13 rootfs itself, from outside it.
+    "the SAM CLI and uv, outside the rootfs": re.compile(r"\bstr\(SAM\)"),
+}
+
+
+# A module that imports the agents' SDK (livekit.rtc ships with livekit-agents) is not collected at all.
+WORKER_MODULE = re.compile(r"^(from livekit import [^\n]*\brtc\b|import livekit\.rtc|from livekit\.rtc )", re.M)
+ignored_modules: list[str] = []
+
+
+def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None:
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        if WORKER_MODULE.search(collection_path.read_text()):
+            ignored_modules.append(str(collection_path.relative_to(config.rootpath)))
+            return True
+    return None
+
+
+def why_not_here(item: pytest.Item) -> str | None:
+    """Why the test needs more than the handler, from its own source and its fixtures' ("workers")."""
+    function = getattr(item, "function", None)
+    if function is None:
+        return None
+    functions = [function]
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info else ()):
+        functions += [d.func for d in definitions if "site-packages" not in (inspect.getsourcefile(d.func) or "")]
+    source = "\n".join(inspect.getsource(f) for f in functions)
+    return next((why for why, pattern in NEEDS_MORE.items() if pattern.search(source)), None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept, dropped = [], []
+    for item in items:
+        why = why_not_here(item)
+        (dropped if why else kept).append((item, why))
+    if dropped:
+        config.hook.pytest_deselected(items=[item for item, _ in dropped])
+        items[:] = [item for item, _ in kept]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for path in ignored_modules:
+            reporter.write_line(f"handler-only: not collected {path} (imports livekit.rtc: a worker test)")
+        for item, why in dropped:
+            reporter.write_line(f"handler-only: deselected {item.nodeid} (needs {why})")
