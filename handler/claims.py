@@ -58,7 +58,8 @@ RECORD_FIELDS = (
     "room_name", "room_sid", "agent_name", "status", "dispatch_id", "trigger", "rule",
     "participant_identity", "triggered_by", "presence_sid", "agent_identity", "agent_sid", "event_id",
     "attempts", "generation", "created_at", "updated_at", "claimed_at", "dispatched_at", "joined_at", "ended_at",
-    "failed_at", "rejected_at", "error", "reason", "redispatch_reason", "missing_since", "orphans", "job_metadata",
+    "failed_at", "rejected_at", "error", "reason", "redispatch_reason", "replacing", "missing_since", "orphans",
+    "job_metadata",
 )
 
 
@@ -76,6 +77,8 @@ class Claim:
     # The attempts are used up and the last one died mid-claim (its lease ran out): this
     # claim may only adopt what that attempt created, never create again.
     last_chance: bool = False
+    # A dispatch an owner before us took the slot over to replace: it is deleted, never adopted.
+    replacing: str = ""
 
 
 class ClaimError(Exception):
@@ -146,7 +149,8 @@ class DispatchStore(Protocol):
         """Every slot not yet settled: the sweeper's work list."""
         ...
 
-    async def settle(self, record: dict[str, Any], status: Status, reason: str) -> bool:
+    async def settle(self, record: dict[str, Any], status: Status, reason: str, *,
+                     as_of: float | None = None) -> bool:
         """Close an unsettled slot as FAILED or ENDED; False if it moved on since `record`."""
         ...
 

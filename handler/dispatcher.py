@@ -96,11 +96,11 @@ class LiveKitDispatcher:
     async def list(self, room_name: str) -> list[Any]:
         return list(await self._call(self._client().agent_dispatch.list_dispatch(room_name)))
 
-    async def find(self, planned: PlannedDispatch) -> str | None:
+    async def find(self, planned: PlannedDispatch, not_this: str = "") -> str | None:
         """The id of a dispatch an earlier attempt created for this slot in this room session, if LiveKit has one."""
         for dispatch in await self.list(planned.room_name):
-            if dispatch.agent_name == planned.agent_name and slot_of(dispatch.metadata) == (
-                    planned.room_sid, planned.slot):
+            if dispatch.id != not_this and dispatch.agent_name == planned.agent_name and slot_of(
+                    dispatch.metadata) == (planned.room_sid, planned.slot):
                 return dispatch.id
         return None
 

@@ -180,15 +180,19 @@ class DynamoStore:
                 ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE}, ExpressionAttributeValues=_values(day=day))
         return out
 
-    async def settle(self, record: dict[str, Any], status: Status, reason: str) -> bool:
+    async def settle(self, record: dict[str, Any], status: Status, reason: str, *,
+                     as_of: float | None = None) -> bool:
         """Close a slot for good: FAILED (its agent never came, or left with no attempts
         left) or ENDED (its agent left as intended, isn't wanted any more, or its room
         session is over).
 
         Conditional on the slot being as `record` read it, so a slot someone has moved
-        on since (joined, taken over) is left alone and False comes back.
+        on since (joined, taken over) is left alone and False comes back. `as_of` is when
+        what the decision rests on was read (a participant found gone): a participant
+        who joined after it re-opens the slot (_new_presence), even if the write is later.
         """
         now = iso(self._clock())
+        as_of_ms = int((self._clock() if as_of is None else as_of) * 1000)
         if status == Status.FAILED:
             fields = "#status = :new, #why = :why, failed_at = :now, updated_at = :now, retryable = :no"
             names = {"#why": "error"}
@@ -199,12 +203,13 @@ class DynamoStore:
             raise ValueError(f"a slot is settled as FAILED or ENDED, not {status}")
         settled, _ = await self._conditional_update(
             record[PK], record[SK],
-            UpdateExpression=f"SET {fields} REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, missing_since"
+            UpdateExpression=f"SET {fields}, settled_as_of_ms = :as_of REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, "
+                             "missing_since"
             + (", retryable" if status == Status.ENDED else ""),
             ConditionExpression="#status = :old AND #owner = :owner",
             ExpressionAttributeNames={"#status": "status", "#owner": "owner"} | names,
             ExpressionAttributeValues=_values(
-                new=status.value, why=reason[:2000], now=now, old=record.get("status", ""),
+                new=status.value, why=reason[:2000], now=now, as_of=as_of_ms, old=record.get("status", ""),
                 owner=record.get("owner", ""), **({"no": False} if status == Status.FAILED else {})),
         )
         if settled:
@@ -368,6 +373,10 @@ class DynamoStore:
 
         owner = uuid.uuid4().hex
         generation = int(existing.get("generation", 1)) + (1 if reopen else 0)
+        # A re-dispatch condemns the slot's dispatch; a takeover of a claim that was replacing
+        # one carries on replacing it (its owner may have died before deleting it).
+        replacing = (existing.get("dispatch_id", "") if redispatch else existing.get("replacing", "")) \
+            if not reopen else ""
         written, current = await self._conditional_update(
             existing[PK], existing[SK],
             UpdateExpression="SET #status = :claimed, #owner = :owner, lease_expires_at = :lease, "
@@ -375,9 +384,10 @@ class DynamoStore:
                              "#trigger = :trigger, job_metadata = :job, #pending = :day, generation = :gen, "
                              "triggered_by = :by, presence_sid = :presence, presence_joined_ms = :joined"
                              + (", redispatch_reason = :why" if redispatch else "")
+                             + (", replacing = :replacing" if replacing else "")
                              + " REMOVE retryable, missing_since"
                              + (", dispatch_id, agent_identity, agent_sid, joined_at, ended_at, failed_at, "
-                                "#error, reason, orphans" + ("" if redispatch else ", redispatch_reason")
+                                "#error, reason, orphans, settled_as_of_ms, replacing" + ("" if redispatch else ", redispatch_reason")
                                 if reopen else ""),
             # Optimistic: only if nobody moved the slot since we read it.
             ConditionExpression="#status = :old_status AND " + (
@@ -392,13 +402,13 @@ class DynamoStore:
                 presence=planned.participant_sid or existing.get("presence_sid", ""),
                 joined=planned.participant_joined_ms or existing.get("presence_joined_ms", 0),
                 old_status=status, **({"old_owner": existing["owner"]} if "owner" in existing else {}),
-                **({"why": redispatch} if redispatch else {})),
+                **({"why": redispatch} if redispatch else {}), **({"replacing": replacing} if replacing else {})),
         )
         if not written:
             return None, current or None
         return Claim(planned, owner, attempt=attempts + 1, takeover=not reopen,
                      previous_dispatch_id="" if reopen else existing.get("dispatch_id", ""),
-                     last_chance=last_chance), None
+                     last_chance=last_chance, replacing=replacing), None
 
     async def _reoccupy(self, planned: PlannedDispatch, now: float) -> None:
         for _ in range(2):
@@ -418,7 +428,8 @@ class DynamoStore:
     async def mark_dispatched(self, claim: Claim, dispatch_id: str, *, adopted: bool = False) -> None:
         now = iso(self._clock())
         extra = {"reason": "adopted the dispatch an earlier attempt created"} if adopted else {}
-        await self._owner_update(claim, Status.DISPATCHED, dict(dispatch_id=dispatch_id, dispatched_at=now, **extra))
+        await self._owner_update(claim, Status.DISPATCHED, dict(dispatch_id=dispatch_id, dispatched_at=now, **extra),
+                                 remove=("replacing",))
 
     async def mark_failed(self, claim: Claim, error: str, *, retryable: bool) -> None:
         now = iso(self._clock())
@@ -626,6 +637,8 @@ def _new_presence(planned: PlannedDispatch, existing: dict[str, Any]) -> bool:
         return False
     if status not in (Status.ENDED, Status.FAILED, Status.REJECTED):
         return False
+    if existing.get("settled_as_of_ms"):
+        return planned.participant_joined_ms > int(existing["settled_as_of_ms"])
     settled_at = existing.get("ended_at") or existing.get("failed_at") or existing.get("rejected_at")
     return bool(settled_at) and planned.participant_joined_ms > _iso_ms(settled_at)
 

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +109,8 @@ async def open_pipeline(settings: Settings, *, routing: Routing | None = None, s
 
 class Pipeline:
     def __init__(self, settings: Settings, store: DispatchStore, livekit: LiveKitDispatcher,
-                 routing: Routing) -> None:
+                 routing: Routing, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.settings = settings
         self.store = store
         self.livekit = livekit
@@ -208,8 +209,12 @@ class Pipeline:
                 # The stale dispatch goes first, so its job can't still bring a second agent.
                 await self.livekit.delete(claim.previous_dispatch_id, planned.room_name)
             elif claim.takeover:
+                if claim.replacing:
+                    # The owner before us took the slot over to replace that dispatch and may
+                    # have died before deleting it: finish its job, never adopt it.
+                    await self.livekit.delete(claim.replacing, planned.room_name)
                 # An earlier attempt may have reached LiveKit before it died or timed out.
-                found = await self.livekit.find(planned)
+                found = await self.livekit.find(planned, not_this=claim.replacing)
                 if found:
                     try:
                         await self.store.mark_dispatched(claim, found, adopted=True)
@@ -385,20 +390,26 @@ class Pipeline:
         """
         planned = planned_from_record(record, trigger="agent_left")
         slot = planned.slot
+        looked_at = self.clock()
         try:
             room = await self.livekit.room(planned.room_name)
-            present = ([] if room is None or planned.rule is Rule.AGENTS
-                       else await self.livekit.participants(planned.room_name))
+            present = [] if room is None else await self.livekit.participants(planned.room_name)
         except LiveKitUnavailable as exc:
             return SlotResult(slot, "unconfirmed", retry=True, detail=str(exc))
         except LiveKitRejected as exc:
             return SlotResult(slot, "unconfirmed", detail=str(exc))
+        if record.get("agent_sid") and any(p.sid == record["agent_sid"] for p in present):
+            # Look before deleting: the agent the slot holds is in the room now (what said it
+            # was gone is older than this look).
+            return SlotResult(slot, "stale", detail=f"{record.get('agent_identity')} is in the room")
         if room is None or room.sid != planned.room_sid:
             not_wanted = "the room session is over"
         else:
             not_wanted = self._why_not_wanted(room, planned, present)
         if not_wanted:
-            settled = await self.store.settle(record, Status.ENDED, f"{why}; not dispatched again: {not_wanted}")
+            # As of the look, not of the write: someone who joined after it is a new presence.
+            settled = await self.store.settle(record, Status.ENDED, f"{why}; not dispatched again: {not_wanted}",
+                                              as_of=looked_at)
             return SlotResult(slot, "ended" if settled else "duplicate", detail=f"{why}; {not_wanted}")
         if await self.give_up_if_spent(record, why, metrics):
             return SlotResult(slot, "failed", detail=f"{why}; no attempts left")

@@ -228,6 +228,7 @@ class Sweeper:
         outcome = await self.pipeline.handle(
             WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source="sweep")
         _count(report, outcome, room)
+        looked_at = self.clock()
         participants = await self.livekit.participants(room.name)
         for participant in participants:
             if participant.kind == ParticipantInfo.Kind.AGENT:
@@ -236,16 +237,16 @@ class Sweeper:
                 event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
                 participant=participant), source="sweep")
             _count(report, outcome, room)
-        await self._find_missing_agents(room, participants, report, metrics)
+        await self._find_missing_agents(room, participants, looked_at, report, metrics)
 
-    async def _find_missing_agents(self, room: Room, participants: list[ParticipantInfo], report: SweepReport,
-                                   metrics: Metrics) -> None:
+    async def _find_missing_agents(self, room: Room, participants: list[ParticipantInfo], looked_at: float,
+                                   report: SweepReport, metrics: Metrics) -> None:
         # By sid where the join recorded one: workers reuse identities, and another agent
         # under the same identity is not this one.
         present = {p.sid for p in participants} | {f"identity:{p.identity}" for p in participants}
         for record in (await self.store.load_slots(room.sid)).values():
-            if record.get("status") != Status.JOINED:
-                continue
+            if record.get("status") != Status.JOINED or _parse(record.get("joined_at")) >= looked_at:
+                continue  # (a join newer than the list of participants is not missing from it)
             seen = record.get("agent_sid") or f"identity:{record.get('agent_identity')}"
             if seen in present:
                 if "missing_since" in record:  # back (or only slow to be listed): start over

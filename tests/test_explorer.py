@@ -31,7 +31,13 @@ pytestmark = pytest.mark.anyio
 #                 session's dispatches for an earlier one's
 #   71, 94, 95    the sweeper confirmed a join onto the wrong dispatch: the job's identity was
 #                 another agent's (workers reuse identities)
-REGRESSIONS: list[int] = [1, 6, 8, 10, 12, 20, 24, 26, 28, 36, 68, 71, 85, 94, 95]
+#   1726          a healthy agent deleted: a re-dispatch whose lease ran out before it deleted the
+#                 old dispatch; its successor adopted that very dispatch (now condemned: `replacing`)
+#   2670, 3848    a healthy agent replaced as missing: the sweep's list of participants predated
+#                 its join (now: a join newer than the look is not missing; look again before replacing)
+#   2288          a caller who came back got no agent: they rejoined between the look that found them
+#                 gone and the write that ended the slot (a slot now settles as of the look)
+REGRESSIONS: list[int] = [1, 6, 8, 10, 12, 20, 24, 26, 28, 36, 68, 71, 85, 94, 95, 1726, 2288, 2670, 3848]
 
 
 def _seeds() -> list[int]:

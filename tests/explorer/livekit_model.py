@@ -214,9 +214,10 @@ class LiveKitModel:
         await self._call("list_dispatch")
         return [self._wire(d) for d in self.dispatches.values() if d.room_name == room_name and not d.deleted]
 
-    async def find(self, planned: PlannedDispatch) -> str | None:
+    async def find(self, planned: PlannedDispatch, not_this: str = "") -> str | None:
         for d in await self.list(planned.room_name):
-            if d.agent_name == planned.agent_name and slot_of(d.metadata) == (planned.room_sid, planned.slot):
+            if d.id != not_this and d.agent_name == planned.agent_name and slot_of(d.metadata) == (
+                    planned.room_sid, planned.slot):
                 return d.id
         return None
 

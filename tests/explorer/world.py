@@ -129,7 +129,7 @@ class World:
         store = DynamoStore(PausedDynamo(client, baton, rng, DynamoFaults(0.03 * rough, 0.06 * rough)),
                             settings, clock=clock)
         world = cls(seed, rng, baton, clock, settings, livekit, store, DynamoStore(client, settings, clock=clock),
-                    Pipeline(settings, store, livekit, Routing()),  # type: ignore[arg-type]
+                    Pipeline(settings, store, livekit, Routing(), clock=clock),  # type: ignore[arg-type]
                     [f"room-{seed}-{i}" for i in range(rng.choice((1, 1, 2)))],
                     WITH_UNSERVED if rng.random() < 0.2 else METADATA)
         livekit.on_delete_present = world._deleted_a_present_agent
