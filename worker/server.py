@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import shutil
 from collections.abc import Awaitable
-from functools import partial
 from typing import Any
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, JobRequest
 
+from .capacity import Capacity
 from .config import AudioMode, WorkerSettings
 from .identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE, IdentityBook, identities_in_room
 from .joining import join_room, prepare_thread_jobs
@@ -26,11 +27,12 @@ log = logging.getLogger("switchboard.worker")
 
 
 class JobRequests:
-    """Accepts each job with an identity a frontend can find, and the persona's name."""
+    """Accepts each job it has room for, with an identity a frontend can find, and the persona's name."""
 
     def __init__(self, settings: WorkerSettings, role: Role) -> None:
         self._settings = settings
         self._role = role
+        self.capacity = Capacity(settings.max_jobs, settings.target_load)
         self._book = IdentityBook()
         self._api: Any = None  # a livekit.api.LiveKitAPI
 
@@ -47,6 +49,16 @@ class JobRequests:
         return self._api
 
     async def handle(self, request: JobRequest) -> None:
+        if not self.capacity.has_room():
+            # Not terminated: livekit-server then offers the job to the next worker of the name.
+            await request.reject(terminate=False)
+            log.info("job refused: at capacity", extra={"job_id": request.id, "room": request.room.name,
+                                                        "max_jobs": self.capacity.max_jobs})
+            return
+        with self.capacity.taking():
+            await self._accept(request)
+
+    async def _accept(self, request: JobRequest) -> None:
         persona = resolve_persona(self._role, request.job.metadata)
         taken: set[str] = set()
         try:
@@ -139,17 +151,14 @@ def prepare(settings: WorkerSettings) -> None:
         raise RuntimeError(f"local mode needs {settings.espeak_binary!r} on PATH (apt-get install espeak-ng)")
 
 
-def jobs_load(server: AgentServer, *, max_jobs: int) -> float:
-    return min(len(server.active_jobs) / max_jobs, 1.0)
-
-
 def build_server(settings: WorkerSettings, role: Role, requests: JobRequests) -> AgentServer:
     prepare(settings)
     if JobExecutorType(settings.job_executor) is JobExecutorType.THREAD:
         prepare_thread_jobs()
     server = AgentServer(
         job_executor_type=JobExecutorType(settings.job_executor),
-        load_threshold=settings.load_threshold,
+        # Its own shedding off: requests.capacity decides and reports the load (see capacity.py).
+        load_threshold=math.inf,
         drain_timeout=settings.drain_timeout_seconds,
         num_idle_processes=settings.num_idle_processes,
         shutdown_process_timeout=settings.shutdown_process_timeout_seconds,
@@ -161,9 +170,10 @@ def build_server(settings: WorkerSettings, role: Role, requests: JobRequests) ->
         host=settings.health_host,
         port=settings.health_port,
         setup_fnc=prewarm,
-        load_fnc=partial(jobs_load, max_jobs=settings.max_jobs) if settings.max_jobs else None,
+        load_fnc=requests.capacity.load,
         log_level=settings.log_level,
     )
+    requests.capacity.count_running(lambda: len(server.active_jobs))
     server.rtc_session(entrypoint, agent_name=role.name, on_request=requests.handle)
     return server
 
