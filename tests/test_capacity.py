@@ -186,7 +186,9 @@ async def test_a_stalled_worker_loses_its_jobs_and_the_sweeper_brings_them(local
 
             records = await settled(pipeline, rooms, since)
             drivers = [r for r in records if r["agent_name"] == "driver"]
-            assert {r["status"] for r in records} == {"JOINED"}
+            assert {r["status"] for r in records} == {"JOINED"}, [
+                (r["room_name"], r["agent_name"], r["status"], r["attempts"], r.get("error"),
+                 r.get("redispatch_reason")) for r in records if r["status"] != "JOINED"]
             assert all(int(r["attempts"]) >= 2 for r in drivers)
             assert {int(r["attempts"]) for r in records if r["agent_name"] == "dispatcher"} == {1}
             # The reason names what happened: a registered worker that did not take the job.

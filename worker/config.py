@@ -55,8 +55,9 @@ class WorkerSettings(BaseSettings):
     job_memory_limit_mb: float = Field(default=0, ge=0)  # 0: no limit
     shutdown_process_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    # --- Job requests: the identity lookup must answer well inside LiveKit's wait.
-    identity_lookup_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
+    # --- Job requests: livekit-server gives a worker 3 s to answer an offer (its internal
+    # request timeout), so the identity lookup done before answering must end well inside it.
+    identity_lookup_timeout_seconds: float = Field(default=1.0, gt=0, le=2)
 
     log_level: str = "INFO"
 

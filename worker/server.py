@@ -64,7 +64,7 @@ class JobRequests:
         try:
             taken = await asyncio.wait_for(
                 identities_in_room(self._client(), request.room.name, except_job=request.id),
-                self._settings.identity_lookup_timeout_seconds + 0.5)
+                self._settings.identity_lookup_timeout_seconds + 0.25)
         except Exception as exc:
             # Better a job with a possibly suffixed identity than no job: this
             # process's own reservations still keep its agents apart.
