@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import shutil
+import threading
 from collections.abc import Awaitable
 from typing import Any
 
@@ -85,11 +86,32 @@ class JobRequests:
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Load Silero once per job process, before a job waits on it."""
-    if WorkerSettings().resolved_audio_mode() is AudioMode.LOCAL:
+    """Load Silero once per job process, before a job waits on it; once per worker if jobs are threads."""
+    settings = WorkerSettings()
+    if settings.resolved_audio_mode() is AudioMode.LOCAL:
         from .drill import load_vad
 
-        proc.userdata["vad"] = load_vad()
+        if JobExecutorType(settings.job_executor) is JobExecutorType.THREAD:
+            proc.userdata["vad"] = _shared_vad(load_vad)
+        else:
+            proc.userdata["vad"] = load_vad()
+
+
+_vad_lock = threading.Lock()
+_vad: Any = None
+
+
+def _shared_vad(load: Any) -> Any:
+    """One Silero model for every job thread (each job streams through it with its own state).
+
+    livekit-agents runs prewarm for each job thread, and 1.8.9 keeps every finished job
+    thread's process object, userdata and all: a model per job was ~10 MB a job, kept.
+    """
+    global _vad
+    with _vad_lock:
+        if _vad is None:
+            _vad = load()
+        return _vad
 
 
 async def entrypoint(ctx: JobContext) -> None:
