@@ -44,7 +44,7 @@ class WorkerSettings(BaseSettings):
     drain_timeout_seconds: int = Field(default=120, ge=1, le=3600)
     # Capacity: jobs this worker carries at once (see worker/capacity.py and the README
     # on sizing). A request beyond it is turned down, for LiveKit to offer elsewhere.
-    max_jobs: int = Field(default=4, ge=1, le=500)
+    max_jobs: int = Field(default=6, ge=1, le=500)
     # livekit-server's agents.target_load (0.7 unless its config sets it): it offers no
     # job to a worker reporting this load or more. A worker with room reports
     # target_load × jobs / max_jobs, a full one 1.0.

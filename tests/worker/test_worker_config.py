@@ -24,7 +24,7 @@ def test_production_defaults():
     s = WorkerSettings()
     assert s.health_port == 8081
     assert s.drain_timeout_seconds == 120
-    assert (s.max_jobs, s.target_load) == (4, 0.7)
+    assert (s.max_jobs, s.target_load) == (6, 0.7)
     assert s.job_executor == "process"
     assert s.resolved_audio_mode() is AudioMode.LOCAL
 
