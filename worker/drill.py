@@ -137,7 +137,10 @@ class Microphone:
         if resampler is not None:
             for resampled in resampler.flush():
                 frames += chunks.write(resampled.data.tobytes())
-        frames += chunks.flush()
+        samples = MIC_SAMPLE_RATE * MIC_FRAME_MS // 1000
+        for tail in chunks.flush():  # the last one short: padded with silence to a whole frame
+            pcm = tail.data.tobytes()
+            frames.append(rtc.AudioFrame(pcm + bytes(2 * samples - len(pcm)), MIC_SAMPLE_RATE, 1, samples))
         return frames
 
     async def _feed(self) -> None:
