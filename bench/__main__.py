@@ -5,6 +5,7 @@
 1. bench.dispatch   room creation → agent joined, Switchboard vs LiveKit's own dispatch
 2. bench.webhook    /webhook throughput and latency beside a bare Starlette endpoint; the handler's RSS
 3. bench.coldstart  process start → first 200, and import time, beside a bare Starlette app
+4. bench.burst      N rooms at the same instant against one worker per name: agents first time, after the sweeper
 
 Each starts its own servers on its own ports, stops them, writes
 bench/results/<name>-<time>.json and prints a Markdown table. They run one
@@ -28,7 +29,8 @@ def main() -> int:
     args = parser.parse_args()
     quick = {"bench.dispatch": ["--rooms", "4", "--warmup", "1"],
              "bench.webhook": ["--requests", "200", "--rounds", "1"],
-             "bench.coldstart": ["--starts", "2", "--starts-no-bytecode", "1", "--imports", "2"]}
+             "bench.coldstart": ["--starts", "2", "--starts-no-bytecode", "1", "--imports", "2"],
+             "bench.burst": ["--rooms", "2"]}
     for module, small in quick.items():
         print(f"\n## {module}\n", flush=True)
         done = subprocess.run([sys.executable, "-m", module, *(small if args.quick else [])],

@@ -10,7 +10,8 @@ claims:
      in fact in the room (its join webhook was dropped), record JOINED; if the
      room session is over, ENDED; otherwise delete the stale dispatch and create
      a new one, waiting twice as long each time, until the attempts run out and
-     the slot is FAILED with the reason ("no worker registered for agent_name X").
+     the slot is FAILED with the reason (the worker refused or did not answer in
+     time, or no worker is registered for agent_name X).
 2. Reconcile: every active room's metadata and participants are replayed
    through the same pipeline, so a room whose room_started or participant_joined
    webhook was dropped still gets its agents. A JOINED slot whose agent is no
@@ -154,7 +155,8 @@ class Sweeper:
                                          present[joined])
             return report.add("joined", record, f"{joined} is in the room; its join webhook was missed")
 
-        why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds)
+        seen = None if jobs else await self._last_join(record.get("agent_name", ""))
+        why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds, seen)
         if await self.pipeline.give_up_if_spent(record, why, metrics):
             return report.add("failed", record, why)
         await self._dispatch_again(record, report, metrics, redispatch=why)
@@ -165,6 +167,15 @@ class Sweeper:
         result = await self.pipeline.dispatch_slot(planned, record, f"sweep-{int(self.clock())}", metrics,
                                                    redispatch=redispatch)
         report.add(result.result, record, redispatch or result.detail)
+
+    async def _last_join(self, agent_name: str) -> dict[str, Any] | None:
+        """The latest slot of `agent_name` whose agent joined, in the last hour: proof a worker was there.
+
+        LiveKit can't tell: a dispatch shows no job alike when no worker of the name is
+        registered, when the worker refused it, and when it did not answer in time.
+        """
+        records = await self.store.query_log(agent=agent_name, since=self.clock() - 3600, limit=50)
+        return max((r for r in records if r.get("joined_at")), key=lambda r: r["joined_at"], default=None)
 
     def _wait(self, attempts: int) -> float:
         return self.settings.confirm_deadline_seconds * 2 ** max(0, attempts - 1)
@@ -292,13 +303,21 @@ def _count(report: SweepReport, outcome: Any, room: Room) -> None:
                        slot.detail)
 
 
-def _why_not_joined(record: dict[str, Any], jobs: list[Any], deadline: float) -> str:
+def _why_not_joined(record: dict[str, Any], jobs: list[Any], deadline: float,
+                    last_join: dict[str, Any] | None = None) -> str:
     agent = record.get("agent_name", "")
     if not jobs:
-        # LiveKit drops a job its chosen worker doesn't answer within 10 s, and a wedged
-        # worker can stay registered: "no job" does not always mean "no worker".
-        return (f"no worker registered for agent_name {agent}, or none took the job in time "
-                f"(LiveKit assigned no job)")
+        # LiveKit shows the same dispatch with no job whether no worker of the name is
+        # registered, the worker turned the job down, or it did not answer within LiveKit's
+        # wait (3 s); only an agent of the name seen joining tells the worker was there.
+        if last_join is None:
+            return (f"no worker registered for agent_name {agent}, or none took the job in time "
+                    f"(LiveKit assigned no job; no {agent} agent joined any room in the last hour)")
+        when = "after" if last_join["joined_at"] >= record.get("dispatched_at", "") else "before"
+        return (f"the {agent} worker refused the job or did not answer in time: at capacity, or stalled "
+                f"(LiveKit assigned no job; a {agent} worker was registered: agent "
+                f"{last_join.get('agent_identity', '?')} joined room {last_join.get('room_name', '?')} "
+                f"at {last_join['joined_at']}, {when} this dispatch)")
     errors = [j.state.error for j in jobs if j.state.error]
     if errors:
         return f"the {agent} job failed: {errors[-1]}"

@@ -273,6 +273,11 @@ class Stack:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), service)
         return service
 
+    def start_sweeper(self, env: Mapping[str, str], every: str = "5s", name: str = "sweeper") -> Service:
+        """`switchboard sweep --every`: what EventBridge runs once a minute in production, more often."""
+        return self._start(Service(name, [sys.executable, "-m", "handler.cli", "sweep", "--every", every],
+                                   self.run_dir / f"{name}.log", env=env))
+
     def start_toxiproxy(self, port: int) -> Service:
         """Shopify's toxiproxy: real latency, resets and outages between the handler and a server."""
         require_fetched()
@@ -285,6 +290,11 @@ class Stack:
         return self._start(Service(name, argv, self.run_dir / f"{name}.log", env=env))
 
 
+# How often `make dev`'s sweeper passes: a dispatch LiveKit lost is re-dispatched within
+# about this plus the confirm deadline (SWITCHBOARD_CONFIRM_DEADLINE_SECONDS, 15 s).
+DEV_SWEEP_EVERY = "5s"
+
+
 @contextlib.contextmanager
 def dev_stack(ports: Ports = Ports(), run_dir: Path = CACHE / "run" / "dev") -> Iterator[Stack]:
     with Stack(ports, run_dir) as stack:
@@ -292,6 +302,7 @@ def dev_stack(ports: Ports = Ports(), run_dir: Path = CACHE / "run" / "dev") -> 
         stack.start_dynamodb()
         stack.create_table(env)
         stack.start_handler(env)
+        stack.start_sweeper(env, DEV_SWEEP_EVERY)
         stack.start_livekit()
         from worker.local import start_workers  # the agents: a dispatcher and a driver
 
@@ -319,6 +330,8 @@ Switchboard local stack is up (logs in {stack.run_dir.relative_to(ROOT)}/):
   livekit-server  {ports.livekit_url}   (--dev: key devkey, secret secret)
   DynamoDB Local  {ports.dynamodb_url}   (table switchboard-dispatch)
   handler         {ports.handler_url}/webhook
+  sweeper         `switchboard sweep --every {DEV_SWEEP_EVERY}` beside the handler: confirms each
+                  dispatch, re-dispatches one whose agent has not joined within 15 s
 
   workers         dispatcher (Tim) and driver (Chris), local audio (espeak-ng + Silero VAD)
 

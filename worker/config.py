@@ -42,20 +42,22 @@ class WorkerSettings(BaseSettings):
     # SIGTERM stops new jobs, then waits this long for running ones. Keep it
     # below the orchestrator's kill deadline (ECS stopTimeout, k8s grace period).
     drain_timeout_seconds: int = Field(default=120, ge=1, le=3600)
-    # Load (0..1) at which the worker tells LiveKit it is full. livekit-server
-    # also stops offering jobs to a worker reporting 0.7 or more, whatever this says.
-    load_threshold: float = Field(default=0.7, gt=0, le=1)
-    # 0: load is the host's CPU share (livekit-agents' default). N: load is
-    # running jobs / N, which a busy neighbour on a shared host cannot inflate.
-    max_jobs: int = Field(default=0, ge=0)
+    # Capacity: jobs this worker carries at once (see worker/capacity.py and the README
+    # on sizing). A request beyond it is turned down, for LiveKit to offer elsewhere.
+    max_jobs: int = Field(default=6, ge=1, le=500)
+    # livekit-server's agents.target_load (0.7 unless its config sets it): it offers no
+    # job to a worker reporting this load or more. A worker with room reports
+    # target_load × jobs / max_jobs, a full one 1.0.
+    target_load: float = Field(default=0.7, gt=0, le=1)
     job_executor: Literal["process", "thread"] = "process"
     num_idle_processes: int = Field(default=1, ge=0, le=16)
     job_memory_warn_mb: float = Field(default=1000, gt=0)
     job_memory_limit_mb: float = Field(default=0, ge=0)  # 0: no limit
     shutdown_process_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    # --- Job requests: the identity lookup must answer well inside LiveKit's wait.
-    identity_lookup_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
+    # --- Job requests: livekit-server gives a worker 3 s to answer an offer (its internal
+    # request timeout), so the identity lookup done before answering must end well inside it.
+    identity_lookup_timeout_seconds: float = Field(default=1.0, gt=0, le=2)
 
     log_level: str = "INFO"
 

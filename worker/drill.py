@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 from livekit import rtc
 from livekit.agents import tts as agents_tts
 from livekit.agents import vad as agents_vad
+from livekit.agents.utils.audio import AudioByteStream
 from livekit.agents.types import (
     ATTRIBUTE_AGENT_STATE,
     ATTRIBUTE_TRANSCRIPTION_FINAL,
@@ -48,7 +49,7 @@ log = logging.getLogger("switchboard.worker")
 VAD_MIN_SILENCE_SECONDS = 0.8
 VAD_SAMPLE_RATE = 16000
 MIC_SAMPLE_RATE = 48000
-MIC_FRAME_MS = 20
+MIC_FRAME_MS = 10
 TRANSCRIPTION_TOPIC = "lk.transcription"
 
 
@@ -94,8 +95,11 @@ class Microphone:
 
     def __init__(self, tts: agents_tts.TTS) -> None:
         self._tts = tts
-        # A short queue makes capture_frame pace the feed in real time.
-        self._source = rtc.AudioSource(MIC_SAMPLE_RATE, 1, queue_size_ms=200)
+        # No queue: _feed paces the frames itself. A queued source has a capture thread
+        # (AudioSourceCapture) that rtc 1.1.21 never stops when the server ends the room
+        # while the track is published, which is how every job ends: one thread and its
+        # buffers stayed behind per job in a worker of job threads. Unqueued, none exists.
+        self._source = rtc.AudioSource(MIC_SAMPLE_RATE, 1, queue_size_ms=0)
         self._track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
         self._lines: asyncio.Queue[tuple[list[rtc.AudioFrame], asyncio.Future[None]]] = asyncio.Queue()
         self._feeder: asyncio.Task[None] | None = None
@@ -121,28 +125,46 @@ class Microphone:
 
     async def _synthesize(self, text: str) -> list[rtc.AudioFrame]:
         resampler: rtc.AudioResampler | None = None
+        # An unqueued source takes frames of exactly MIC_FRAME_MS.
+        chunks = AudioByteStream(MIC_SAMPLE_RATE, 1, samples_per_channel=MIC_SAMPLE_RATE * MIC_FRAME_MS // 1000)
         frames: list[rtc.AudioFrame] = []
         async with self._tts.synthesize(text) as stream:
             async for audio in stream:
                 if resampler is None:
                     resampler = rtc.AudioResampler(audio.frame.sample_rate, MIC_SAMPLE_RATE, num_channels=1)
-                frames += resampler.push(audio.frame)
+                for resampled in resampler.push(audio.frame):
+                    frames += chunks.write(resampled.data.tobytes())
         if resampler is not None:
-            frames += resampler.flush()
+            for resampled in resampler.flush():
+                frames += chunks.write(resampled.data.tobytes())
+        samples = MIC_SAMPLE_RATE * MIC_FRAME_MS // 1000
+        for tail in chunks.flush():  # the last one short: padded with silence to a whole frame
+            pcm = tail.data.tobytes()
+            frames.append(rtc.AudioFrame(pcm + bytes(2 * samples - len(pcm)), MIC_SAMPLE_RATE, 1, samples))
         return frames
 
     async def _feed(self) -> None:
         samples = MIC_SAMPLE_RATE * MIC_FRAME_MS // 1000
         silence = rtc.AudioFrame(bytes(2 * samples), MIC_SAMPLE_RATE, 1, samples)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+
+        async def send(frame: rtc.AudioFrame) -> None:
+            # Real time, on a schedule rather than a sleep per frame, so lateness doesn't add up.
+            nonlocal due
+            await self._source.capture_frame(frame)
+            due = max(due + frame.duration, loop.time() - 0.1)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+
         while True:
             try:
                 frames, done = self._lines.get_nowait()
             except asyncio.QueueEmpty:
-                await self._source.capture_frame(silence)
+                await send(silence)
                 continue
             try:
                 for frame in frames:
-                    await self._source.capture_frame(frame)
+                    await send(frame)
             finally:
                 # Silence follows straight on: a gap in the frames would be a gap on the wire.
                 if not done.done():

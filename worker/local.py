@@ -22,11 +22,10 @@ ROLES = ("dispatcher", "driver")
 REGISTERED = "worker registered"
 
 # Two workers, a livekit-server and DynamoDB Local on a small machine: jobs in
-# threads instead of a pool of processes, and load counted in jobs, because the
-# busy host's CPU share would make livekit-server stop offering jobs at 0.7.
+# threads of one process each instead of a process per job, so 20 jobs a worker
+# (its capacity here) fit in memory.
 LIGHT_ENV = {
     "SWITCHBOARD_WORKER_JOB_EXECUTOR": "thread",
-    "SWITCHBOARD_WORKER_NUM_IDLE_PROCESSES": "0",
     "SWITCHBOARD_WORKER_MAX_JOBS": "20",
 }
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import shutil
+import threading
 from collections.abc import Awaitable
-from functools import partial
 from typing import Any
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, JobRequest
 
+from .capacity import Capacity
 from .config import AudioMode, WorkerSettings
 from .health import AGENTS_HTTP_HOST, AGENTS_HTTP_PORT
 from .identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE, IdentityBook, identities_in_room
@@ -27,11 +29,12 @@ log = logging.getLogger("switchboard.worker")
 
 
 class JobRequests:
-    """Accepts each job with an identity a frontend can find, and the persona's name."""
+    """Accepts each job it has room for, with an identity a frontend can find, and the persona's name."""
 
     def __init__(self, settings: WorkerSettings, role: Role) -> None:
         self._settings = settings
         self._role = role
+        self.capacity = Capacity(settings.max_jobs, settings.target_load)
         self._book = IdentityBook()
         self._api: Any = None  # a livekit.api.LiveKitAPI
 
@@ -48,12 +51,22 @@ class JobRequests:
         return self._api
 
     async def handle(self, request: JobRequest) -> None:
+        if not self.capacity.has_room():
+            # Not terminated: livekit-server then offers the job to the next worker of the name.
+            await request.reject(terminate=False)
+            log.info("job refused: at capacity", extra={"job_id": request.id, "room": request.room.name,
+                                                        "max_jobs": self.capacity.max_jobs})
+            return
+        with self.capacity.taking():
+            await self._accept(request)
+
+    async def _accept(self, request: JobRequest) -> None:
         persona = resolve_persona(self._role, request.job.metadata)
         taken: set[str] = set()
         try:
             taken = await asyncio.wait_for(
                 identities_in_room(self._client(), request.room.name, except_job=request.id),
-                self._settings.identity_lookup_timeout_seconds + 0.5)
+                self._settings.identity_lookup_timeout_seconds + 0.25)
         except Exception as exc:
             # Better a job with a possibly suffixed identity than no job: this
             # process's own reservations still keep its agents apart.
@@ -74,11 +87,32 @@ class JobRequests:
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Load Silero once per job process, before a job waits on it."""
-    if WorkerSettings().resolved_audio_mode() is AudioMode.LOCAL:
+    """Load Silero once per job process, before a job waits on it; once per worker if jobs are threads."""
+    settings = WorkerSettings()
+    if settings.resolved_audio_mode() is AudioMode.LOCAL:
         from .drill import load_vad
 
-        proc.userdata["vad"] = load_vad()
+        if JobExecutorType(settings.job_executor) is JobExecutorType.THREAD:
+            proc.userdata["vad"] = _shared_vad(load_vad)
+        else:
+            proc.userdata["vad"] = load_vad()
+
+
+_vad_lock = threading.Lock()
+_vad: Any = None
+
+
+def _shared_vad(load: Any) -> Any:
+    """One Silero model for every job thread (each job streams through it with its own state).
+
+    livekit-agents runs prewarm for each job thread, and 1.8.9 keeps every finished job
+    thread's process object, userdata and all: a model per job was ~10 MB a job, kept.
+    """
+    global _vad
+    with _vad_lock:
+        if _vad is None:
+            _vad = load()
+        return _vad
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -140,17 +174,14 @@ def prepare(settings: WorkerSettings) -> None:
         raise RuntimeError(f"local mode needs {settings.espeak_binary!r} on PATH (apt-get install espeak-ng)")
 
 
-def jobs_load(server: AgentServer, *, max_jobs: int) -> float:
-    return min(len(server.active_jobs) / max_jobs, 1.0)
-
-
 def build_server(settings: WorkerSettings, role: Role, requests: JobRequests) -> AgentServer:
     prepare(settings)
     if JobExecutorType(settings.job_executor) is JobExecutorType.THREAD:
         prepare_thread_jobs()
     server = AgentServer(
         job_executor_type=JobExecutorType(settings.job_executor),
-        load_threshold=settings.load_threshold,
+        # Its own shedding off: requests.capacity decides and reports the load (see capacity.py).
+        load_threshold=math.inf,
         drain_timeout=settings.drain_timeout_seconds,
         num_idle_processes=settings.num_idle_processes,
         shutdown_process_timeout=settings.shutdown_process_timeout_seconds,
@@ -164,9 +195,10 @@ def build_server(settings: WorkerSettings, role: Role, requests: JobRequests) ->
         host=AGENTS_HTTP_HOST,
         port=AGENTS_HTTP_PORT,
         setup_fnc=prewarm,
-        load_fnc=partial(jobs_load, max_jobs=settings.max_jobs) if settings.max_jobs else None,
+        load_fnc=requests.capacity.load,
         log_level=settings.log_level,
     )
+    requests.capacity.count_running(lambda: len(server.active_jobs))
     server.rtc_session(entrypoint, agent_name=role.name, on_request=requests.handle)
     return server
 

@@ -24,7 +24,7 @@ def test_production_defaults():
     s = WorkerSettings()
     assert s.health_port == 8081
     assert s.drain_timeout_seconds == 120
-    assert s.load_threshold == 0.7
+    assert (s.max_jobs, s.target_load) == (6, 0.7)
     assert s.job_executor == "process"
     assert s.resolved_audio_mode() is AudioMode.LOCAL
 
@@ -65,8 +65,9 @@ def test_knobs_come_from_prefixed_variables(monkeypatch):
 @pytest.mark.parametrize("name, value", [
     ("SWITCHBOARD_WORKER_DRAIN_TIMEOUT_SECONDS", "0"),  # livekit-agents reads 0 as "wait forever"
     ("SWITCHBOARD_WORKER_DRAIN_TIMEOUT_SECONDS", "86400"),
-    ("SWITCHBOARD_WORKER_LOAD_THRESHOLD", "0"),
-    ("SWITCHBOARD_WORKER_LOAD_THRESHOLD", "1.5"),
+    ("SWITCHBOARD_WORKER_TARGET_LOAD", "0"),
+    ("SWITCHBOARD_WORKER_TARGET_LOAD", "1.5"),
+    ("SWITCHBOARD_WORKER_MAX_JOBS", "0"),
     ("SWITCHBOARD_WORKER_HEALTH_PORT", "70000"),
     ("SWITCHBOARD_WORKER_JOB_EXECUTOR", "fork"),
     ("SWITCHBOARD_WORKER_AUDIO_MODE", "loud"),
