@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from .claims import RECORD_FIELDS, Status, StoreUnavailable
-from .review.timeline import timeline  # noqa: F401  (the timeline's old home; tests and scripts import it here)
 from .settings import Settings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -308,6 +307,10 @@ async def _explain(settings: Settings, args: argparse.Namespace) -> int:
         else:
             print(answer)
         return 0 if records else 1
+    # The review package is the CLI's and the page's, never the Lambda bundle's (infra/bundle.sh
+    # ships handler/*.py alone, and the function starts through this module): imported here.
+    from .review.timeline import timeline
+
     steps = timeline(records)
     if args.json:
         json.dump(steps, sys.stdout, indent=2, ensure_ascii=False)

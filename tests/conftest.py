@@ -27,6 +27,8 @@ TEST_PORTS = Ports(livekit=17880 + _OFFSET, livekit_rtc_tcp=17881 + _OFFSET,
 SECOND_HANDLER_PORT = 18081 + _OFFSET
 SPARE_HANDLER_PORTS = (18082 + _OFFSET, 18083 + _OFFSET)
 HOSTILE_HANDLER_PORT = 18084 + _OFFSET
+# The handler whose webhook budget tests/test_schedules.py runs out.
+BUDGET_HANDLER_PORT = 18094 + _OFFSET
 # The dispatch-log page (`switchboard ui`) under test in the browser.
 REVIEW_UI_PORT = 18100 + _OFFSET
 # The worker image's and the worker health tests' ports (health servers, toxiproxy, a port nobody serves).

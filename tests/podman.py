@@ -67,11 +67,15 @@ def _substitute(value: Any, name: str, replacement: str) -> Any:
 
 
 def expanded_resources(template: Mapping[str, Any]) -> dict[str, Any]:
-    """Resources, with any Fn::ForEach loop unrolled (one level, literal collections)."""
+    """Resources, with any Fn::ForEach loop unrolled (one level; a literal collection, or a Ref to a
+    CommaDelimitedList parameter, taken at its default)."""
     out: dict[str, Any] = {}
     for key, value in template["Resources"].items():
         if key.startswith("Fn::ForEach::"):
             name, collection, body = value
+            if isinstance(collection, dict) and "Ref" in collection:
+                default = template["Parameters"][collection["Ref"]]["Default"]
+                collection = default if isinstance(default, list) else [r.strip() for r in default.split(",")]
             for item in collection:
                 for body_key, body_value in body.items():
                     out[_substitute(body_key, name, item)] = _substitute(body_value, name, item)

@@ -358,10 +358,10 @@ async def test_a_takeover_that_botocore_retried_after_it_applied_is_ours(local_s
 
 async def test_a_webhook_whose_calls_outlast_its_budget_is_answered_503(local_stack, env, faults):
     """Each LiveKit call within its own 5 s bound, but together past the webhook's 1 s budget."""
-    from tests.conftest import SPARE_HANDLER_PORTS
+    from tests.conftest import BUDGET_HANDLER_PORT
     from tests.webhooks import signed_request
 
-    port = SPARE_HANDLER_PORTS[0]
+    port = BUDGET_HANDLER_PORT
     service = local_stack.start_handler(port, "handler-budget", LIVEKIT_URL=faults.livekit_url,
                                         SWITCHBOARD_WEBHOOK_BUDGET_SECONDS="1")
     faults.livekit.add("latency", "downstream", latency=2000)

@@ -70,7 +70,9 @@ async def test_a_lost_dispatch_joins_once_a_worker_registers(local_stack, aws, s
         try:
             joined = await sweep_until(sweeper, lambda: (r := records(aws, room_name)[("dispatcher", "")])["status"]
                                        == "JOINED" and r)
-            assert joined["attempts"] == 2 and joined["trigger"] == "sweep"
+            # 2, or 3 when the sweep beat the join's confirmation: this test agent sets no dispatch-id
+            # attribute, so its join is confirmed on LiveKit's job record, which lags it by seconds.
+            assert joined["attempts"] in (2, 3) and joined["trigger"] == "sweep"
             [dispatch] = [d for d in await named_dispatches(lk, room_name) if d.agent_name == "dispatcher"]
             assert dispatch.id == joined["dispatch_id"]
         finally:

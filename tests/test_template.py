@@ -300,7 +300,9 @@ def test_the_function_may_do_exactly_what_the_store_does_to_its_table_and_read_i
     secret = json.dumps({"Ref": "LiveKitSecretArn"})
     assert grants == {(a, table_arn) for a in actions_the_store_calls()} | {("secretsmanager:GetSecretValue", secret)}
     # Spelled out too, so a change to the scan above cannot quietly widen the grant.
-    assert actions_the_store_calls() == {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}
+    # GetItem: the room's set of open slots, read when the cap looks full (DynamoStore._room_is_full).
+    assert actions_the_store_calls() == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                         "dynamodb:Query"}
 
 
 def test_the_handler_never_queries_an_index_so_the_function_gets_none():
@@ -323,10 +325,10 @@ def test_the_sweeper_may_do_what_the_store_does_plus_read_its_work_list_index(tr
     grants = {(a, json.dumps(r, sort_keys=True)) for s in statements
               for a in as_list(s["Action"]) for r in as_list(s["Resource"])}
     table_arn = json.dumps({"Fn::GetAtt": ["DispatchTable", "Arn"]})
-    index_arn = json.dumps({"Fn::Sub": "${DispatchTable.Arn}/index/by_pending"})
+    index_arns = [json.dumps({"Fn::Sub": f"${{DispatchTable.Arn}}/index/{index}"}) for index in ("by_pending", "by_agent")]
     secret = json.dumps({"Ref": "LiveKitSecretArn"})
     assert grants == ({(a, table_arn) for a in actions_the_store_calls()}
-                      | {(a, index_arn) for a in actions_the_store_calls()}
+                      | {(a, arn) for a in actions_the_store_calls() for arn in index_arns}
                       | {("secretsmanager:GetSecretValue", secret)})
     # The one index the sweeper reads is its work list; logs/explain's indexes are not its business.
     indexed = store_methods_using_an_index() & store_methods_the_sweeper_calls()
@@ -655,8 +657,9 @@ def test_workers_take_no_inbound_traffic_and_scale_on_cpu(resources):
 # --- alarms and outputs ----------------------------------------------
 
 
-def test_the_dispatch_failures_alarm_watches_the_metric_the_handler_emits(resources, capsys):
+def test_the_dispatch_failures_alarm_watches_the_metric_the_handler_emits(resources, capsys, monkeypatch):
     assert 'metrics.add("DispatchFailures"' in (ROOT / "handler" / "pipeline.py").read_text()
+    monkeypatch.setattr(observability, "_metrics_stream", None)  # stdout, as on Lambda
     metrics = observability.Metrics()
     metrics.add("DispatchFailures", 1)
     metrics.flush()
@@ -672,7 +675,8 @@ def test_the_dispatch_failures_alarm_watches_the_metric_the_handler_emits(resour
 def test_every_alarm_reaches_the_topic_and_watches_this_stack(resources):
     alarms = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert set(alarms) == {"WebhookErrorsAlarm", "Webhook5xxAlarm", "DispatchFailuresAlarm",
-                           "SweeperFailuresAlarm", "SweeperErrorsAlarm", "TimeToAgentAlarm"}
+                           "SweeperFailuresAlarm", "SweeperErrorsAlarm", "TimeToAgentAlarm",
+                           "LiveKitRefusedTheSweeperAlarm"}
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
     assert alarms["WebhookErrorsAlarm"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "WebhookFunction"}}]
