@@ -330,9 +330,11 @@ def test_the_sweeper_may_do_what_the_store_does_plus_read_its_work_list_index(tr
     assert grants == ({(a, table_arn) for a in actions_the_store_calls()}
                       | {(a, arn) for a in actions_the_store_calls() for arn in index_arns}
                       | {("secretsmanager:GetSecretValue", secret)})
-    # The one index the sweeper reads is its work list; logs/explain's indexes are not its business.
+    # The indexes the sweeper reads: its work list, and by_agent (query_log(agent=...)) to tell a
+    # worker that refused a job from no worker at all; by_room and by_day are logs/explain's.
     indexed = store_methods_using_an_index() & store_methods_the_sweeper_calls()
-    assert indexed == {"pending"}
+    assert indexed == {"pending", "query_log"}
+    assert "query_log(agent=" in (ROOT / "handler" / "sweeper.py").read_text()
     source = ast.unparse(next(f for f in dynamo_store_class().body if getattr(f, "name", "") == "pending"))
     assert "INDEX_BY_PENDING" in source and table.INDEX_BY_PENDING == "by_pending"
 
