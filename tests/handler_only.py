@@ -18,7 +18,7 @@ import re
 import pytest
 
 NEEDS_MORE = {
-    "a livekit-agents worker": re.compile(r"start_test_agent|\bfrom worker\b|\bimport worker\b"),
+    "a livekit-agents worker": re.compile(r"start_test_agent|start_workers|\bfrom worker\b|\bimport worker\b"),
     "cfn-lint's command line": re.compile(r"\bcfn_lint\("),
     # tests/test_bundle.py: it runs the 3.13 rootfs itself, from outside it.
     "the SAM CLI and uv, outside the rootfs": re.compile(r"\bstr\(SAM\)"),
