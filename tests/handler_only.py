@@ -19,6 +19,8 @@ import pytest
 
 NEEDS_MORE = {
     "a livekit-agents worker": re.compile(r"start_test_agent|start_workers|\bfrom worker\b|\bimport worker\b"),
+    # tests/test_dev_stack.py: `make dev` starts the role workers too.
+    "`make dev`, which starts the workers": re.compile(r"\bstart_dev\("),
     "cfn-lint's command line": re.compile(r"\bcfn_lint\("),
     # tests/test_bundle.py: it runs the 3.13 rootfs itself, from outside it.
     "the SAM CLI and uv, outside the rootfs": re.compile(r"\bstr\(SAM\)"),
