@@ -638,7 +638,7 @@ def _new_presence(planned: PlannedDispatch, existing: dict[str, Any]) -> bool:
     if status not in (Status.ENDED, Status.FAILED, Status.REJECTED):
         return False
     if existing.get("settled_as_of_ms"):
-        return planned.participant_joined_ms > int(existing["settled_as_of_ms"])
+        return planned.participant_joined_ms >= int(existing["settled_as_of_ms"])
     settled_at = existing.get("ended_at") or existing.get("failed_at") or existing.get("rejected_at")
     return bool(settled_at) and planned.participant_joined_ms > _iso_ms(settled_at)
 

@@ -659,13 +659,16 @@ def test_workers_take_no_inbound_traffic_and_scale_on_cpu(resources):
 # --- alarms and outputs ----------------------------------------------
 
 
-def test_the_dispatch_failures_alarm_watches_the_metric_the_handler_emits(resources, capsys, monkeypatch):
+def test_the_dispatch_failures_alarm_watches_the_metric_the_handler_emits(resources, monkeypatch):
+    import io
+
     assert 'metrics.add("DispatchFailures"' in (ROOT / "handler" / "pipeline.py").read_text()
-    monkeypatch.setattr(observability, "_metrics_stream", None)  # stdout, as on Lambda
+    stream = io.StringIO()  # what the function writes to stdout, where Lambda's EMF agent reads it
+    monkeypatch.setattr(observability, "_metrics_stream", stream)
     metrics = observability.Metrics()
     metrics.add("DispatchFailures", 1)
     metrics.flush()
-    emitted = json.loads(capsys.readouterr().out)
+    emitted = json.loads(stream.getvalue())
     (directive,) = emitted["_aws"]["CloudWatchMetrics"]
     alarm = resources["DispatchFailuresAlarm"]["Properties"]
     assert alarm["Namespace"] == directive["Namespace"] == "Switchboard"
