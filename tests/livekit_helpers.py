@@ -55,3 +55,15 @@ async def assert_nothing_dispatched(local_stack, aws, room) -> None:
     async with lk_api(local_stack.livekit_url) as lk:
         assert await named_dispatches(lk, room.name) == []
     assert log_json(aws, "--room", room.name) == []
+
+
+def worker_health(port: int) -> tuple[int, str]:
+    """A worker health endpoint's answer on loopback: (HTTP status, body), 503 included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

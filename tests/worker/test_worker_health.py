@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import sys
 import time
-import urllib.error
 import urllib.request
 
 import pytest
@@ -18,7 +17,7 @@ from livekit.agents import AgentServer
 
 from infra.stack import CACHE, Stack
 from tests.conftest import TEST_PORTS, WORKER_HEALTH_PORTS, _OFFSET
-from tests.livekit_helpers import eventually
+from tests.livekit_helpers import eventually, worker_health
 from tests.toxiproxy import Toxiproxy
 from worker.health import HealthServer, WorkerHealth
 from worker.local import wait_registered, worker_commands
@@ -31,12 +30,7 @@ DEADLINE = 60
 LOST_WITHIN = 10
 
 
-def health(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+health = worker_health  # tests/livekit_helpers.py
 
 
 def free_port() -> int:

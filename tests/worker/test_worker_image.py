@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from livekit import api
@@ -26,7 +24,7 @@ from livekit import api
 from infra.room import create_room
 from infra.stack import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import WORKER_HEALTH_PORTS, _OFFSET
-from tests.livekit_helpers import eventually, lk_api, named_dispatches
+from tests.livekit_helpers import eventually, lk_api, named_dispatches, worker_health
 from tests.podman import (
     Container,
     build_image,
@@ -49,12 +47,7 @@ DEADLINE = 90
 NS = 1_000_000_000
 
 
-def http_status(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+http_status = worker_health  # tests/livekit_helpers.py
 
 
 @pytest.fixture(scope="module")
