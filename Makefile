@@ -8,17 +8,23 @@ SAM_VERSION := 1.170.0
 SAM_DIR := infra/.cache/sam-$(SAM_VERSION)
 SAM := $(SAM_DIR)/bin/sam
 
-.PHONY: setup tools python fetch sam py313 dev demo test test-py313 image image-test soak bench bench-lambda \
+.PHONY: setup tools python fetch sam py313 dev demo test test-py313 image image-warm image-test soak bench bench-lambda \
 	bundle build-WebhookFunction build-SweeperFunction explore
 
 setup: tools python fetch
 
-# Command-line tools the project needs that are not Python packages.
+# Command-line tools the project needs that are not Python packages, Debian's all in one
+# apt-get (one dpkg lock), so the builds after it can run side by side:
+#   espeak-ng        the workers' local voices
+#   chromium         the dispatch-log page's browser test (Playwright's own download is not reachable)
+#   podman ... fuse-overlayfs, debootstrap
+#                    the worker image (infra/image.sh) and the CPython 3.13 rootfs (infra/py313.sh)
+DEBIAN_PACKAGES := espeak-ng chromium podman buildah runc catatonit debootstrap uidmap netavark aardvark-dns fuse-overlayfs
 tools:
 	@python3 -m uv --version 2>/dev/null | grep -q "$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
-	@# The dispatch-log page's browser test drives Debian's chromium (Playwright's own download is not reachable).
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	[ -z "$$missing" ] || { echo "tools: apt-get install" $$missing; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 python:
 	$(UV) sync --frozen --all-extras
@@ -37,7 +43,13 @@ demo: setup
 # (tests/worker/test_worker_image.py runs `make image` first, so a machine that cannot build
 # it fails that test with the reason), then the handler's tests again on CPython 3.13, the
 # Lambda function's runtime. tests/test_bundle.py runs `sam build`.
-test: setup sam py313
+#
+# What the tests need is built first, side by side (-j): livekit-server's Go build is CPU,
+# the rootfs, the image's stand-in base and the venvs are mostly downloads. The image is only
+# warmed there: its test builds it again (cached, seconds) and fails with the build's own
+# error if it cannot be built, so one broken build does not hide every other test's result.
+test: tools
+	$(MAKE) --no-print-directory -j5 -O python fetch sam py313 image-warm
 	$(UV) run pytest
 	$(MAKE) --no-print-directory test-py313
 
@@ -70,6 +82,10 @@ build-WebhookFunction build-SweeperFunction:
 # where the public ones cannot be pulled; cached in infra/.cache/images. See infra/image.sh.
 image:
 	infra/image.sh
+
+image-warm:
+	@mkdir -p infra/.cache; infra/image.sh >infra/.cache/image-warm.log 2>&1 && echo "image: built (infra/.cache/image-warm.log)" \
+	  || echo "image: not built here (infra/.cache/image-warm.log); tests/worker/test_worker_image.py says why"
 
 # The built image run as template.yaml's ECS task definition runs it, against the local stack.
 image-test: setup image
