@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -31,7 +33,7 @@ from handler.pipeline import open_pipeline
 from handler.settings import Settings
 from handler.sweeper import Sweeper
 from tests.livekit_helpers import eventually, lk_api, named_dispatches
-from worker.local import ROLES, start_workers
+from worker.local import ROLES, wait_registered, worker_commands
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +41,8 @@ ROOMS = 10
 METADATA = json.dumps({"agents": [{"name": role} for role in ROLES]})
 # Bounds on waiting, never a measure: two workers, the servers and other sessions share two cores.
 JOIN_TIMEOUT = 120
+# A deleted room's jobs end (livekit-agents waits up to 15 s on an entrypoint, then cancels it).
+IDLE_TIMEOUT = 90
 # How long the driver worker is stopped: past livekit-server's 10 s wait for a worker's answer.
 STOPPED_SECONDS = 12
 
@@ -70,23 +74,62 @@ async def settled(pipeline, rooms: dict[str, str], since: float) -> list[dict]:
     return last
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RoleWorker:
+    """One role's worker process, and its health server (worker/health.py), which relays the job count."""
+
+    def __init__(self, service, health_port: int) -> None:
+        self.service = service
+        self.health_port = health_port
+
+    def active_jobs(self) -> int:
+        url = f"http://127.0.0.1:{self.health_port}/worker"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(json.loads(response.read()).get("active_jobs", 0))
+
+
 @pytest.fixture(scope="module")
-def role_workers(local_stack) -> Iterator[dict]:
-    services = start_workers(local_stack.stack, env={"SWITCHBOARD_WORKER_AUDIO_MODE": "local"})
+def role_workers(local_stack) -> Iterator[dict[str, RoleWorker]]:
+    ports = {role: free_port() for role in ROLES}
+    commands = worker_commands(local_stack.livekit_url, health_ports=ports,
+                               env={"SWITCHBOARD_WORKER_AUDIO_MODE": "local"})
+    workers = {role: RoleWorker(local_stack.stack.start_process(c.name, c.argv, c.env), ports[role])
+               for role, c in zip(ROLES, commands)}
     try:
+        wait_registered([w.service for w in workers.values()])
         # One room first, then none: the handler and DynamoDB Local (a JVM, slow until warm
         # on a loaded machine) have served a room, and the workers are idle again, which is
         # where a burst used to be turned down.
-        asyncio.run(warm_up(local_stack.livekit_url))
-        yield dict(zip(ROLES, services))
+        asyncio.run(warm_up(local_stack.livekit_url, workers))
+        yield workers
     finally:
-        for service in services:
-            service.signal(signal.SIGCONT)
-            service.stop()
-            print(f"--- {service.name} (shown when a test fails)\n{service.log_tail(30)}")
+        for worker in workers.values():
+            worker.service.signal(signal.SIGCONT)
+            worker.service.stop()
+            print(f"--- {worker.service.name} (shown when a test fails)\n{worker.service.log_tail(30)}")
 
 
-async def warm_up(url: str) -> None:
+async def until_idle(workers: dict[str, RoleWorker]) -> None:
+    """Until every worker runs no job: each test starts from idle workers, whatever ran before it.
+
+    Not a wait to hide anything: a room deleted must end its jobs, and if they do not end
+    within the bound the test fails here, saying which worker still holds how many.
+    """
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    while True:
+        jobs = {role: await asyncio.to_thread(w.active_jobs) for role, w in workers.items()}
+        if not any(jobs.values()):
+            return
+        assert time.monotonic() < deadline, f"jobs still running {IDLE_TIMEOUT} s after their rooms were deleted: {jobs}"
+        await asyncio.sleep(1)
+
+
+async def warm_up(url: str, workers: dict[str, RoleWorker]) -> None:
     async with lk_api(url) as lk:
         rooms = {f"warm-{uuid.uuid4().hex[:6]}": ""}
         await lk.room.create_room(api.CreateRoomRequest(name=next(iter(rooms)), metadata=METADATA))
@@ -95,6 +138,7 @@ async def warm_up(url: str) -> None:
             assert all(set(agents) == set(ROLES) for agents in shown.values()), f"warm-up room: {shown}"
         finally:
             await delete_rooms(lk, rooms)
+    await until_idle(workers)
 
 
 async def create_rooms_at_once(lk: api.LiveKitAPI, prefix: str) -> dict[str, str]:
@@ -135,6 +179,7 @@ def describe(records) -> list[tuple]:
 
 
 async def test_ten_rooms_at_once_every_agent_joins_first_time(local_stack, role_workers, pipeline):
+    await until_idle(role_workers)
     prefix = f"burst-{uuid.uuid4().hex[:6]}"
     since = time.time() - 5
     async with lk_api(local_stack.livekit_url) as lk:
@@ -146,29 +191,38 @@ async def test_ten_rooms_at_once_every_agent_joins_first_time(local_stack, role_
             assert not missing, f"{len(missing)} of {ROOMS} rooms lack agents after {JOIN_TIMEOUT} s: {missing}"
 
             # First time: one dispatch per agent, each with the one job LiveKit assigned.
+            created: dict[tuple[str, str], str] = {}
             for name in rooms:
                 dispatches = await named_dispatches(lk, name)
+                created.update({(name, d.agent_name): d.id for d in dispatches})
                 assert sorted(d.agent_name for d in dispatches) == sorted(ROLES), (name, dispatches)
-                # At most the one job LiveKit assigned (none re-assigned). After the merge with issue 12
-                # ListDispatch was seen, twice in three runs, showing one dispatch of a room whose agent had
-                # joined with no job in its state at all: not understood yet (issue 11 stays open for it).
+                # At most the one job LiveKit assigned (none re-assigned). Possibly none: livekit-server
+                # records a job only when its 3 s JobRequest call returns, while the worker's side waits
+                # 10 s for the answer, so a worker that says yes late joins a dispatch that shows no job
+                # (README, "When every worker is full"). The agent in the room is what counts.
                 assert all(len(d.state.jobs) <= 1 for d in dispatches), (name, dispatches)
             # And the log made one dispatch per slot. (Its JOINED can lag: on a loaded machine
             # DynamoDB Local times out some of the handler's writes, which the sweeper settles.)
             records = await settled(pipeline, rooms, since)
             assert len(records) == ROOMS * len(ROLES)
-            assert {int(r["attempts"]) for r in records} == {1}, describe(r for r in records if int(r["attempts"]) != 1)
+            # Each slot's agent came on that one dispatch, never re-dispatched. (`attempts` counts
+            # claims, not dispatches: on a loaded machine a room_started that spent its webhook
+            # budget is answered 503, and LiveKit's re-delivery takes the slot over and adopts
+            # the dispatch the first handling made: attempts 2, one dispatch, no re-dispatch.)
+            wrong = [r for r in records if r.get("dispatch_id") != created.get((r["room_name"], r["agent_name"]))
+                     or r.get("redispatch_reason") or r.get("orphans")]
+            assert not wrong, describe(wrong)
             assert not [r for r in records if r["status"] in ("FAILED", "REJECTED")], describe(records)
         finally:
             await delete_rooms(lk, rooms)
 
 
-# Seen failing after the merge with issue 12, run after the burst test in this module: no
-# dispatcher joined any of its rooms within 30 s (passes alone). Marked, not hidden: issue 11
-# stays open for it, and a pass is reported as XPASS.
-@pytest.mark.xfail(strict=False, reason="run after the burst test, the dispatchers do not come (issue 11, open)")
 async def test_a_stalled_worker_loses_its_jobs_and_the_sweeper_brings_them(local_stack, role_workers, pipeline):
-    driver = role_workers["driver"]
+    # Run after the burst test, this used to find the dispatcher worker still ending the burst's
+    # ten jobs (its entrypoints waited out livekit-agents' 15 s, then were cancelled), and none
+    # of the new rooms' dispatchers connected in time: each test starts from idle workers.
+    await until_idle(role_workers)
+    driver = role_workers["driver"].service
     prefix = f"stall-{uuid.uuid4().hex[:6]}"
     since = time.time() - 5
     async with lk_api(local_stack.livekit_url) as lk:

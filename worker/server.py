@@ -12,6 +12,7 @@ import logging
 import math
 import shutil
 import threading
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -125,7 +126,13 @@ async def entrypoint(ctx: JobContext) -> None:
     # The job ends when the room does: stop waiting on the room then, or the
     # job's shutdown waits on the entrypoint before cancelling it.
     disconnected = asyncio.Event()
-    ctx.room.on("disconnected", lambda *_: disconnected.set())
+    gone_at: list[float] = []
+
+    def on_disconnected(*_: Any) -> None:
+        gone_at.append(time.monotonic())
+        disconnected.set()
+
+    ctx.room.on("disconnected", on_disconnected)
     if mode is AudioMode.REALTIME:
         from .realtime import run_realtime
 
@@ -145,6 +152,11 @@ async def entrypoint(ctx: JobContext) -> None:
         await _until(disconnected, drill.run())
     finally:
         await drill.aclose()
+        # livekit-agents gives an entrypoint 15 s after the room goes before cancelling it, and
+        # the job holds its place in this worker's capacity until then: how long ending took.
+        log.info("job ended", extra={"role": role.name, "room": ctx.job.room.name,
+                                     "seconds_after_room_gone": round(time.monotonic() - gone_at[0], 3)
+                                     if gone_at else None})
 
 
 async def _until(event: asyncio.Event, work: Awaitable[None]) -> None:
