@@ -34,12 +34,13 @@ demo: setup
 	$(UV) run python -m infra.demo
 
 # ruff and mypy --strict (pyproject.toml: their settings, and the handler modules not yet strict).
-# Seconds once mypy's cache (.mypy_cache) is warm; tests/ and bench/ are not linted yet.
+# About 3 s of CPU with mypy's cache (.mypy_cache) warm, 33 s cold (a fresh clone: livekit-agents,
+# openai, numpy... read once); tests/ and bench/ are not linted yet.
 lint: python
 	$(UV) run ruff check handler worker infra
 	$(UV) run mypy
 
-# The linters first (seconds), then every test on the development venv (CPython 3.11), the worker image's included
+# The linters first, then every test on the development venv (CPython 3.11), the worker image's included
 # (tests/worker/test_worker_image.py runs `make image` first, so a machine that cannot build
 # it fails that test with the reason), then the handler's tests again on CPython 3.13, the
 # Lambda function's runtime. tests/test_bundle.py runs `sam build`.
