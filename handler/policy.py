@@ -7,8 +7,10 @@ so every branch is a unit test, and the same decision is what the log records.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
@@ -16,15 +18,20 @@ from livekit.protocol.webhook import WebhookEvent
 from .contract import AgentPlan, MetadataError, MetadataNotJson, Routing, parse_room_metadata
 from .settings import Settings
 from .table import dispatch_sk
+from .wire import (
+    AGENT_NAME_ATTRIBUTE,
+    JOB_METADATA_KEYS,
+    JOB_PARTICIPANT_IDENTITY,
+    JOB_ROOM_NAME,
+    JOB_ROOM_SID,
+    JOB_RULE,
+    JOB_SLOT,
+    JOB_TRIGGER,
+)
 
-AGENT_NAME_ATTRIBUTE = "lk.agent_name"
-# Set by a worker from its job's dispatch id, it ties an agent participant to
-# its dispatch with certainty. Workers that don't set it are matched by name.
-DISPATCH_ID_ATTRIBUTE = "switchboard.dispatch_id"
-# Set by an agent that leaves for good on purpose (the value says why), just before
-# it disconnects. Without it, an agent's own disconnect is not taken as intent: a job
-# LiveKit has ended, or a worker shutting down, also disconnects "client initiated".
-DONE_ATTRIBUTE = "switchboard.done"
+# Re-exported: pipeline.py and sweeper.py import these from here until they import handler.wire.
+from .wire import DISPATCH_ID_ATTRIBUTE as DISPATCH_ID_ATTRIBUTE
+from .wire import DONE_ATTRIBUTE as DONE_ATTRIBUTE
 
 _KIND_NAMES = {value: name.lower() for name, value in ParticipantInfo.Kind.items()}
 
@@ -59,7 +66,8 @@ class PlannedDispatch:
     # participant rule's settled slot is opened again by a presence that joined after.
     participant_sid: str = field(default="", compare=False)
     participant_joined_ms: int = field(default=0, compare=False)
-    rule_metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    # The rule's own metadata: the room creator's JSON object.
+    rule_metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def slot(self) -> str:
@@ -68,19 +76,18 @@ class PlannedDispatch:
     def job_metadata(self) -> str:
         """The JSON the agent receives: the rule's metadata plus where and why it was sent."""
         data = dict(self.rule_metadata)
-        data.update(room_name=self.room_name, room_sid=self.room_sid, trigger=self.trigger,
-                    rule=str(self.rule), switchboard_slot=self.slot)
+        data.update({JOB_ROOM_NAME: self.room_name, JOB_ROOM_SID: self.room_sid, JOB_TRIGGER: self.trigger,
+                     JOB_RULE: str(self.rule), JOB_SLOT: self.slot})
         if self.triggered_by:
-            data["participant_identity"] = self.triggered_by
+            data[JOB_PARTICIPANT_IDENTITY] = self.triggered_by
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-# What job_metadata() adds to a rule's metadata; planned_from_record() takes it off again.
-_JOB_KEYS = frozenset({"room_name", "room_sid", "trigger", "rule", "switchboard_slot", "participant_identity"})
+def planned_from_record(record: Mapping[str, Any], *, trigger: str) -> PlannedDispatch:
+    """The PlannedDispatch behind a dispatch record, to dispatch its slot again.
 
-
-def planned_from_record(record: dict, *, trigger: str) -> PlannedDispatch:
-    """The PlannedDispatch behind a dispatch record, to dispatch its slot again."""
+    Its rule metadata is the job metadata less what job_metadata() added (JOB_METADATA_KEYS).
+    """
     try:
         job = json.loads(record.get("job_metadata") or "{}")
     except ValueError:
@@ -90,7 +97,7 @@ def planned_from_record(record: dict, *, trigger: str) -> PlannedDispatch:
         rule=Rule(record.get("rule") or Rule.AGENTS), trigger=trigger,
         participant_identity=record.get("participant_identity", ""),
         triggered_by=record.get("triggered_by", ""),
-        rule_metadata={k: v for k, v in job.items() if k not in _JOB_KEYS} if isinstance(job, dict) else {})
+        rule_metadata={k: v for k, v in job.items() if k not in JOB_METADATA_KEYS} if isinstance(job, dict) else {})
 
 
 @dataclass(frozen=True)
@@ -110,9 +117,9 @@ class Decision:
     agent_name: str = ""
     agent_identity: str = ""
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """What the event record keeps of this decision."""
-        out: dict = {"action": str(self.action), "reason": self.reason}
+        out: dict[str, Any] = {"action": str(self.action), "reason": self.reason}
         if self.planned:
             out["planned"] = [p.slot for p in self.planned]
         if self.rejected:
@@ -183,11 +190,11 @@ def decide(event: WebhookEvent, routing: Routing, settings: Settings, *, trigger
 
 def _plan(event: WebhookEvent, plan: AgentPlan, trigger: str) -> list[PlannedDispatch]:
     room = event.room
-    base = dict(room_sid=room.sid, room_name=room.name, trigger=trigger)
     # Room agents are planned on every human join as well as on room_started: the
     # slot claim makes the repeat free of effect, and a dropped room_started
     # webhook then costs nothing but a later first join.
-    planned = [PlannedDispatch(agent_name=r.name, rule=Rule.AGENTS, rule_metadata=r.metadata, **base)
+    planned = [PlannedDispatch(room_sid=room.sid, room_name=room.name, trigger=trigger, agent_name=r.name,
+                               rule=Rule.AGENTS, rule_metadata=r.metadata)
                for r in plan.agents]
     if event.event != "participant_joined":
         return planned
@@ -197,10 +204,11 @@ def _plan(event: WebhookEvent, plan: AgentPlan, trigger: str) -> list[PlannedDis
         if kind not in rule.kinds:
             continue
         planned.append(PlannedDispatch(
-            agent_name=rule.name, rule=Rule.ON_PARTICIPANT_JOINED, rule_metadata=rule.metadata,
+            room_sid=room.sid, room_name=room.name, trigger=trigger, agent_name=rule.name,
+            rule=Rule.ON_PARTICIPANT_JOINED, rule_metadata=rule.metadata,
             participant_identity=participant.identity if rule.per == "participant" else "",
             triggered_by=participant.identity, participant_sid=participant.sid,
-            participant_joined_ms=participant.joined_at_ms or participant.joined_at * 1000, **base))
+            participant_joined_ms=participant.joined_at_ms or participant.joined_at * 1000))
     return planned
 
 

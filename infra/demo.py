@@ -1,7 +1,7 @@
 """The drill, end to end, against the running local stack.
 
     make dev        # terminal 1: livekit-server, DynamoDB Local, the handler and both workers
-    make demo       # terminal 2: python -m worker.demo; creates a room, listens, prints what happened
+    make demo       # terminal 2: python -m infra.demo; creates a room, listens, prints what happened
 
 Without `make dev`'s workers (a stack started some other way), pass --start-workers.
 
@@ -21,15 +21,16 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 from livekit import api, rtc
 
-from infra.room import create_room
-from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, aws_env, http_ok, port_open
+from worker.listen import Listener
+from worker.presence import STATE_ATTRIBUTE, DrillState
 
-from .listen import Listener
-from .local import start_workers
-from .presence import STATE_ATTRIBUTE, DrillState
+from .room import create_room
+from .stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, aws_env, http_ok, port_open
+from .workers import start_workers
 
 SCRIPT = {
     "dispatcher": ["Driver, this is dispatch. Do you copy? Over.",
@@ -80,11 +81,11 @@ def switchboard(*args: str) -> str:
     return done.stdout if done.returncode == 0 else done.stdout + done.stderr
 
 
-async def wait_joined(room: str, timeout: float = 15) -> list[dict]:
+async def wait_joined(room: str, timeout: float = 15) -> list[dict[str, Any]]:
     """The dispatch log once it shows both agents JOINED (the confirmation webhook can lag)."""
     deadline = time.monotonic() + timeout
     while True:
-        records = json.loads(switchboard("logs", "--room", room, "--json") or "[]")
+        records: list[dict[str, Any]] = json.loads(switchboard("logs", "--room", room, "--json") or "[]")
         if sum(r["status"] == "JOINED" for r in records) >= 2 or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.5)
@@ -125,7 +126,7 @@ async def run(room: str, timeout: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--room", default=f"drill-{uuid.uuid4().hex[:6]}")
     parser.add_argument("--timeout", type=float, default=90)
