@@ -16,15 +16,19 @@ from livekit.protocol.webhook import WebhookEvent
 from .contract import AgentPlan, MetadataError, MetadataNotJson, Routing, parse_room_metadata
 from .settings import Settings
 from .table import dispatch_sk
-
-AGENT_NAME_ATTRIBUTE = "lk.agent_name"
-# Set by a worker from its job's dispatch id, it ties an agent participant to
-# its dispatch with certainty. Workers that don't set it are matched by name.
-DISPATCH_ID_ATTRIBUTE = "switchboard.dispatch_id"
-# Set by an agent that leaves for good on purpose (the value says why), just before
-# it disconnects. Without it, an agent's own disconnect is not taken as intent: a job
-# LiveKit has ended, or a worker shutting down, also disconnects "client initiated".
-DONE_ATTRIBUTE = "switchboard.done"
+from .wire import (
+    AGENT_NAME_ATTRIBUTE,
+    JOB_METADATA_KEYS,
+    JOB_PARTICIPANT_IDENTITY,
+    JOB_ROOM_NAME,
+    JOB_ROOM_SID,
+    JOB_RULE,
+    JOB_SLOT,
+    JOB_TRIGGER,
+)
+# Re-exported: pipeline.py and sweeper.py import these from here until they import handler.wire.
+from .wire import DISPATCH_ID_ATTRIBUTE as DISPATCH_ID_ATTRIBUTE
+from .wire import DONE_ATTRIBUTE as DONE_ATTRIBUTE
 
 _KIND_NAMES = {value: name.lower() for name, value in ParticipantInfo.Kind.items()}
 
@@ -68,19 +72,18 @@ class PlannedDispatch:
     def job_metadata(self) -> str:
         """The JSON the agent receives: the rule's metadata plus where and why it was sent."""
         data = dict(self.rule_metadata)
-        data.update(room_name=self.room_name, room_sid=self.room_sid, trigger=self.trigger,
-                    rule=str(self.rule), switchboard_slot=self.slot)
+        data.update({JOB_ROOM_NAME: self.room_name, JOB_ROOM_SID: self.room_sid, JOB_TRIGGER: self.trigger,
+                     JOB_RULE: str(self.rule), JOB_SLOT: self.slot})
         if self.triggered_by:
-            data["participant_identity"] = self.triggered_by
+            data[JOB_PARTICIPANT_IDENTITY] = self.triggered_by
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-# What job_metadata() adds to a rule's metadata; planned_from_record() takes it off again.
-_JOB_KEYS = frozenset({"room_name", "room_sid", "trigger", "rule", "switchboard_slot", "participant_identity"})
-
-
 def planned_from_record(record: dict, *, trigger: str) -> PlannedDispatch:
-    """The PlannedDispatch behind a dispatch record, to dispatch its slot again."""
+    """The PlannedDispatch behind a dispatch record, to dispatch its slot again.
+
+    Its rule metadata is the job metadata less what job_metadata() added (JOB_METADATA_KEYS).
+    """
     try:
         job = json.loads(record.get("job_metadata") or "{}")
     except ValueError:
@@ -90,7 +93,7 @@ def planned_from_record(record: dict, *, trigger: str) -> PlannedDispatch:
         rule=Rule(record.get("rule") or Rule.AGENTS), trigger=trigger,
         participant_identity=record.get("participant_identity", ""),
         triggered_by=record.get("triggered_by", ""),
-        rule_metadata={k: v for k, v in job.items() if k not in _JOB_KEYS} if isinstance(job, dict) else {})
+        rule_metadata={k: v for k, v in job.items() if k not in JOB_METADATA_KEYS} if isinstance(job, dict) else {})
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,6 @@ from livekit.protocol import agent as agent_proto
 log = logging.getLogger("switchboard.worker")
 
 ROLE_ATTRIBUTE = "role"
-# Ties this agent's participant to the dispatch that brought it, so Switchboard
-# records JOINED for exactly that dispatch. The handler's twin constant is
-# handler.policy.DISPATCH_ID_ATTRIBUTE (the image ships without handler/; a test
-# keeps the two equal).
-DISPATCH_ID_ATTRIBUTE = "switchboard.dispatch_id"
 # How long an accepted identity stays reserved in this process: long enough
 # for the agent to show up in the room's participant list.
 RESERVATION_SECONDS = 60.0

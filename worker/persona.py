@@ -42,7 +42,7 @@ class JobMetadata(BaseModel):
     # The role this agent talks to; default: any other agent with a role.
     counterpart: Annotated[str, StringConstraints(pattern=ROLE_NAME_PATTERN)] | None = None
 
-    # What Switchboard adds to every job.
+    # What Switchboard adds to every job: handler/wire.py's JOB_METADATA_KEYS (a test keeps them equal).
     room_name: str = ""
     room_sid: str = ""
     trigger: str = ""

@@ -18,10 +18,13 @@ from typing import Any
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, JobRequest
 
+from handler.lazy_livekit import LazyLiveKitAPI
+from handler.wire import DISPATCH_ID_ATTRIBUTE
+
 from .capacity import Capacity
 from .config import AudioMode, WorkerSettings
 from .health import AGENTS_HTTP_HOST, AGENTS_HTTP_PORT
-from .identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE, IdentityBook, identities_in_room
+from .identity import ROLE_ATTRIBUTE, IdentityBook, identities_in_room
 from .joining import join_room, prepare_thread_jobs
 from .persona import resolve_persona
 from .roster import Role, get_role
@@ -37,19 +40,10 @@ class JobRequests:
         self._role = role
         self.capacity = Capacity(settings.max_jobs, settings.target_load)
         self._book = IdentityBook()
-        self._api: Any = None  # a livekit.api.LiveKitAPI
-
-    def _client(self) -> Any:
-        # Created on first use, inside the running loop that aiohttp needs.
-        if self._api is None:
-            import aiohttp
-            from livekit import api
-
-            self._api = api.LiveKitAPI(
-                self._settings.livekit_url, self._settings.livekit_api_key,
-                self._settings.livekit_api_secret.get_secret_value(),
-                timeout=aiohttp.ClientTimeout(total=self._settings.identity_lookup_timeout_seconds))
-        return self._api
+        # Read-only lookups (ListParticipants, ListDispatch): the SDK's failover may replay them.
+        self._client = LazyLiveKitAPI(
+            settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret.get_secret_value(),
+            timeout_seconds=settings.identity_lookup_timeout_seconds, failover=True)
 
     async def handle(self, request: JobRequest) -> None:
         if not self.capacity.has_room():
@@ -75,6 +69,8 @@ class JobRequests:
                         extra={"room": request.room.name, "error": type(exc).__name__})
         identity = await self._book.pick(request.room.sid, self._role.name, taken)
         attributes = {ROLE_ATTRIBUTE: self._role.name}
+        # Ties this agent's participant to the dispatch that brought it, so Switchboard
+        # records JOINED for exactly that dispatch.
         if request.job.dispatch_id:
             attributes[DISPATCH_ID_ATTRIBUTE] = request.job.dispatch_id
         await request.accept(name=persona.name, identity=identity, attributes=attributes)
@@ -82,9 +78,7 @@ class JobRequests:
                                         "persona": persona.name, "slot": persona.switchboard_slot})
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        await self._client.aclose()
 
 
 def prewarm(proc: JobProcess) -> None:

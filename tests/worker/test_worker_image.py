@@ -21,6 +21,7 @@ import time
 import pytest
 from livekit import api
 
+from handler.wire import DISPATCH_ID_ATTRIBUTE
 from infra.room import create_room
 from infra.stack import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import WORKER_HEALTH_PORTS, _OFFSET
@@ -36,7 +37,7 @@ from tests.podman import (
     worker_container,
 )
 from tests.test_template import load_template
-from worker.identity import DISPATCH_ID_ATTRIBUTE, ROLE_ATTRIBUTE
+from worker.identity import ROLE_ATTRIBUTE
 from worker.roster import get_role
 
 # Run alone on a fresh machine, the first test builds the image (minutes): past the suite's 300 s.
@@ -103,16 +104,19 @@ def test_the_image_holds_the_worker_runtime_only(image):
     probe = ("import importlib.util as u, pathlib, sys\n"
              "mods = sorted(p.stem for p in pathlib.Path('/app/worker').glob('*.py'))\n"
              "print(' '.join(mods))\n"
-             "print(' '.join(m for m in ('boto3', 'aioboto3', 'botocore', 'starlette', 'uvicorn', 'handler',"
+             "print(' '.join(m for m in ('boto3', 'aioboto3', 'botocore', 'starlette', 'uvicorn', 'infra',"
              " 'pytest', 'hypothesis') if u.find_spec(m)))\n"
              "print(len(list(pathlib.Path('/app/worker/__pycache__').glob('*.pyc'))))\n"
+             "print(' '.join(sorted(p.name for p in pathlib.Path('/app/handler').iterdir())))\n"
              "import worker.server, worker.health, worker.realtime\n")
     lines = podman("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", probe).stdout.splitlines()
-    modules, extras, compiled = lines[0].split(), lines[1].split(), int(lines[2])
+    modules, extras, compiled, handler = lines[0].split(), lines[1].split(), int(lines[2]), lines[3].split()
     assert not {"demo", "local", "listen"} & set(modules), modules
     assert {"server", "health", "lifecycle", "realtime", "drill"} <= set(modules)
     assert extras == [], f"not the worker's: {extras}"
     assert compiled >= len(modules)
+    # Of the handler, only the two modules both sides share (standard library at import time), compiled.
+    assert handler == ["__init__.py", "__pycache__", "lazy_livekit.py", "wire.py"], handler
     assert podman("run", "--rm", "--network", "none", "--entrypoint", "espeak-ng", image, "--version").returncode == 0
 
 

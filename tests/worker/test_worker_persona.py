@@ -57,6 +57,13 @@ def test_a_false_speaks_first_and_a_zero_temperature_are_overrides_not_absences(
     assert persona.speaks_first is False and persona.temperature == 0
 
 
+def test_the_metadata_model_reads_every_key_switchboard_adds():
+    from handler.wire import JOB_METADATA_KEYS
+    from worker.persona import JobMetadata
+
+    assert JOB_METADATA_KEYS <= JobMetadata.model_fields.keys()
+
+
 def test_unknown_keys_belong_to_the_room_creator_and_are_ignored():
     assert resolve_persona(DRIVER, json.dumps({"lang": "fr", "ticket": 42})) == Persona.from_role(DRIVER)
 
