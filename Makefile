@@ -33,11 +33,11 @@ fetch:
 	infra/fetch.sh
 
 dev: setup
-	$(UV) run python -m infra.stack dev
+	$(UV) run python -m infra.dev
 
 # With `make dev` running: a drill room, the dispatch log, both agents joining, who spoke when.
 demo: setup
-	$(UV) run python -m worker.demo
+	$(UV) run python -m infra.demo
 
 # Every test on the development venv (CPython 3.11), the worker image's included
 # (tests/worker/test_worker_image.py runs `make image` first, so a machine that cannot build

@@ -131,11 +131,11 @@ async def run(sizes: list[int]) -> dict:
         runner = await listener.start()
         try:
             stack.start_livekit(webhook_urls=[f"{ports.handler_url}/webhook", f"http://127.0.0.1:{listener_port}/webhook"])
-            from worker.local import wait_registered, worker_commands
+            from infra.workers import wait_registered, worker_commands
 
             (command,) = worker_commands(ports.livekit_url, roles=[AGENT], command="start",
                                          health_ports={AGENT: health_port})
-            # Production defaults: nothing of worker/local.py's light settings.
+            # Production defaults: nothing of infra/workers.py's light settings.
             worker_env = {k: v for k, v in command.env.items() if not k.startswith("SWITCHBOARD_WORKER_")
                           or k == "SWITCHBOARD_WORKER_HEALTH_PORT"} | {"SWITCHBOARD_WORKER_AUDIO_MODE": "local"}
             worker = stack.start_process("burst-worker", command.argv, worker_env | bytecode_env())

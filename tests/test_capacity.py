@@ -1,7 +1,7 @@
 """A burst against the real role workers, started the way `make dev` starts them.
 
 Real livekit-server, DynamoDB Local and handler (the session's local_stack), the
-dispatcher and driver workers from worker/local.py (local audio, jobs in threads),
+dispatcher and driver workers from infra/workers.py (local audio, jobs in threads),
 rooms created through livekit-api as a backend would. One worker per agent name,
 so a job a worker turns down is lost to LiveKit: only the sweeper brings it back.
 
@@ -32,8 +32,8 @@ from handler.claims import StoreUnavailable
 from handler.pipeline import open_pipeline
 from handler.settings import Settings
 from handler.sweeper import Sweeper
+from infra.workers import ROLES, wait_registered, worker_commands
 from tests.livekit_helpers import eventually, lk_api, named_dispatches
-from worker.local import ROLES, wait_registered, worker_commands
 
 pytestmark = pytest.mark.anyio
 

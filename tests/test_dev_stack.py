@@ -1,7 +1,7 @@
 """`make dev` as a person uses it: the one line it prints points the CLI at the stack, and
 Ctrl-C stops it all quietly (no traceback, exit 0, so make has no error to report).
 
-It runs infra.stack's own entry point on a pseudo-terminal, on ports and a run
+It runs infra.dev's own entry point on a pseudo-terminal, on ports and a run
 directory of its own, and presses Ctrl-C the way a terminal does: SIGINT to the
 foreground process group.
 """
@@ -41,7 +41,7 @@ def read_until(fd: int, out: bytearray, done, timeout: float) -> None:
 
 
 def start_dev() -> tuple[int, int]:
-    code = (f"import sys; from pathlib import Path; from infra.stack import Ports, main; "
+    code = (f"import sys; from pathlib import Path; from infra.dev import main; from infra.stack import Ports; "
             f"sys.exit(main(Ports(**{PORTS.__dict__!r}), Path({str(RUN_DIR)!r})))")
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session of its own on the terminal, as `make dev` in a shell

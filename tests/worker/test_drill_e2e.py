@@ -18,9 +18,9 @@ from livekit import api, rtc
 
 from infra.room import create_room
 from infra.stack import DEV_API_KEY, DEV_API_SECRET
+from infra.workers import ROLES, wait_registered, worker_commands
 from tests.livekit_helpers import eventually, lk_api, log_json
 from worker.listen import Listener
-from worker.local import ROLES, wait_registered, worker_commands
 from worker.presence import HEARD_ATTRIBUTE, SAID_ATTRIBUTE, STATE_ATTRIBUTE
 
 pytestmark = pytest.mark.anyio

@@ -16,11 +16,11 @@ import pytest
 from livekit.agents import AgentServer
 
 from infra.stack import CACHE, Stack
+from infra.workers import wait_registered, worker_commands
 from tests.conftest import TEST_PORTS, WORKER_HEALTH_PORTS, _OFFSET
 from tests.livekit_helpers import eventually, worker_health
 from tests.toxiproxy import Toxiproxy
 from worker.health import HealthServer, WorkerHealth
-from worker.local import wait_registered, worker_commands
 
 pytestmark = pytest.mark.anyio
 

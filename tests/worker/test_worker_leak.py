@@ -1,6 +1,6 @@
 """A worker that has handled 200 jobs, none running now, holds what it held after its first.
 
-The real role worker (`python -m worker driver dev`, as worker/local.py starts it, local
+The real role worker (`python -m worker driver dev`, as infra/workers.py starts it, local
 audio), in each executor, against the session's real livekit-server. Each job is a real
 dispatch into a real room: the agent joins, publishes its microphone and waits for a
 counterpart; then the room is deleted, which ends the job. Jobs run ten at a time.
@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 from livekit import api
 
+from infra.workers import wait_registered, worker_commands
 from tests.livekit_helpers import lk_api
-from worker.local import wait_registered, worker_commands
 
 pytestmark = pytest.mark.anyio
 

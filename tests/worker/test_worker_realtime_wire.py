@@ -23,11 +23,11 @@ from livekit import api, rtc
 
 from infra.room import create_room
 from infra.stack import DEV_API_KEY, DEV_API_SECRET
+from infra.workers import ROLES, wait_registered, worker_commands
 from tests.fake_realtime import FakeRealtime
 from tests.livekit_helpers import eventually, lk_api
 from worker.config import WorkerSettings
 from worker.listen import Listener
-from worker.local import ROLES, wait_registered, worker_commands
 from worker.persona import Persona
 from worker.realtime import instructions_for
 from worker.roster import get_role

@@ -1,9 +1,10 @@
-"""The role workers beside the local stack: for `make dev`, the demo and the tests.
+"""The role workers as processes of the local stack: for `make dev`, the demo and the tests.
 
-    from worker.local import start_workers
-    start_workers(stack)        # in infra/stack.py's dev_stack, after start_livekit()
+    from infra.workers import start_workers
+    start_workers(stack)        # in infra/dev.py's dev_stack, after start_livekit()
 
-Dev-only (it knows the local stack's keys); the container runs `python -m worker`.
+The local stack's side of them: their command lines, its keys, its light settings. A worker
+knows nothing of this module; the container runs `python -m worker` itself.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
-from infra.stack import DEV_API_KEY, DEV_API_SECRET
+from .stack import DEV_API_KEY, DEV_API_SECRET, Service, Stack
 
 ROLES = ("dispatcher", "driver")
-# The line lifecycle.serve logs once LiveKit has accepted the worker.
+# The line worker/lifecycle.py's serve() logs once LiveKit has accepted the worker (read from
+# the log, so that this process never imports livekit-agents).
 REGISTERED = "worker registered"
 
 # Two workers, a livekit-server and DynamoDB Local on a small machine: jobs in
@@ -57,35 +57,14 @@ def worker_commands(livekit_url: str, *, roles: Sequence[str] = ROLES, command: 
     return commands
 
 
-class _Service(Protocol):
-    name: str
-    log_path: Path
-
-    def alive(self) -> bool: ...
-
-    def log_tail(self, lines: int = 40) -> str: ...
-
-
-class _Ports(Protocol):
-    @property
-    def livekit_url(self) -> str: ...
-
-
-class _Stack(Protocol):
-    @property
-    def ports(self) -> _Ports: ...
-
-    def start_process(self, name: str, argv: list[str], env: Mapping[str, str]) -> _Service: ...
-
-
-def registered(service: _Service) -> bool:
+def registered(service: Service) -> bool:
     try:
         return REGISTERED in service.log_path.read_text(errors="replace")
     except FileNotFoundError:
         return False
 
 
-def wait_registered(services: Sequence[_Service], timeout: float = 90) -> None:
+def wait_registered(services: Sequence[Service], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     for service in services:
         while not registered(service):
@@ -96,9 +75,9 @@ def wait_registered(services: Sequence[_Service], timeout: float = 90) -> None:
             time.sleep(0.2)
 
 
-def start_workers(stack: _Stack, *, roles: Sequence[str] = ROLES, command: str = "dev",
+def start_workers(stack: Stack, *, roles: Sequence[str] = ROLES, command: str = "dev",
                   env: Mapping[str, str] | None = None, wait: bool = True,
-                  timeout: float = 90) -> list[_Service]:
+                  timeout: float = 90) -> list[Service]:
     """Start one worker per role as stack processes (stopped with the stack); wait until registered."""
     services = [stack.start_process(c.name, c.argv, c.env)
                 for c in worker_commands(stack.ports.livekit_url, roles=roles, command=command, env=env)]

@@ -1,7 +1,7 @@
 """The drill, end to end, against the running local stack.
 
     make dev        # terminal 1: livekit-server, DynamoDB Local, the handler and both workers
-    make demo       # terminal 2: python -m worker.demo; creates a room, listens, prints what happened
+    make demo       # terminal 2: python -m infra.demo; creates a room, listens, prints what happened
 
 Without `make dev`'s workers (a stack started some other way), pass --start-workers.
 
@@ -24,12 +24,12 @@ import uuid
 
 from livekit import api, rtc
 
-from infra.room import create_room
-from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, aws_env, http_ok, port_open
+from worker.listen import Listener
+from worker.presence import STATE_ATTRIBUTE, DrillState
 
-from .listen import Listener
-from .local import start_workers
-from .presence import STATE_ATTRIBUTE, DrillState
+from .room import create_room
+from .stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, aws_env, http_ok, port_open
+from .workers import start_workers
 
 SCRIPT = {
     "dispatcher": ["Driver, this is dispatch. Do you copy? Over.",
@@ -125,7 +125,7 @@ async def run(room: str, timeout: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--room", default=f"drill-{uuid.uuid4().hex[:6]}")
     parser.add_argument("--timeout", type=float, default=90)
