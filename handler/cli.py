@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
 import sys
 import time
@@ -15,16 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .claims import RECORD_FIELDS, Status, StoreUnavailable
+from .durations import parse_duration
 from .settings import Settings
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m, 1h, 2d or 1w")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+from .store_hint import store_hint as _store_hint
 
 
 class MissingConfiguration(Exception):
@@ -142,19 +134,6 @@ def _quiet_dev_key(settings: Settings) -> None:
     """
     if settings.livekit_api_key == "devkey" and settings.livekit_api_secret.get_secret_value() == "secret":
         warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long")
-
-
-def _store_hint(error: str, settings: Settings) -> str:
-    if "NoCredentialsError" in error:
-        return (": no AWS credentials. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); "
-                "for the local stack, `make dev` prints the line to export")
-    if "EndpointConnectionError" in error or "ConnectTimeout" in error:
-        return (": DynamoDB did not answer. For the local stack, is `make dev` running and "
-                "AWS_ENDPOINT_URL_DYNAMODB set (make dev prints it)?")
-    if "ResourceNotFoundException" in error:
-        return (f": there is no table {settings.table_name!r} there. Set SWITCHBOARD_TABLE_NAME to the stack's "
-                "DispatchTableName output, or run `switchboard table create`")
-    return ""
 
 
 def _require_livekit(settings: Settings, command: str) -> None:

@@ -22,7 +22,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..claims import Status, StoreUnavailable
+from ..durations import parse_duration
 from ..settings import Settings
+from ..store_hint import store_hint
 from . import page
 
 # The page allows nothing it does not serve itself: no CDN, no inline script, no frames.
@@ -38,8 +40,6 @@ LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 
 def _since(text: str | None, default: str) -> float:
-    from ..cli import parse_duration
-
     try:
         return parse_duration(text or default)
     except argparse.ArgumentTypeError:
@@ -101,11 +101,9 @@ def create_review_app(settings: Settings, *, store: Any = None, refresh_seconds:
         return Response(page.SCRIPT, media_type="text/javascript", headers=HEADERS)
 
     async def unavailable(request: Request, exc: Exception) -> Response:
-        from ..cli import _store_hint
-
         return html("Switchboard: the table cannot be read", f'<main id="content" data-version="down"><p class="error">'
                     f"the dispatch log cannot be read: {escape(str(exc))} (table {settings.table_name}, region "
-                    f"{settings.aws_region}){escape(_store_hint(str(exc), settings))}</p></main>", status=503)
+                    f"{settings.aws_region}){escape(store_hint(str(exc), settings))}</p></main>", status=503)
 
     return Starlette(
         routes=[Route("/", rooms), Route("/rooms/{name:path}.json", room_json), Route("/rooms/{name:path}", room),
