@@ -8,7 +8,7 @@ SAM_VERSION := 1.170.0
 SAM_DIR := infra/.cache/sam-$(SAM_VERSION)
 SAM := $(SAM_DIR)/bin/sam
 
-.PHONY: setup tools python fetch sam py313 dev demo test test-py313 image image-warm image-test soak bench bench-lambda \
+.PHONY: setup tools python fetch sam py313 dev demo lint test test-py313 image image-warm image-test soak bench bench-lambda \
 	bundle build-WebhookFunction build-SweeperFunction explore
 
 setup: tools python fetch
@@ -39,17 +39,24 @@ dev: setup
 demo: setup
 	$(UV) run python -m infra.demo
 
-# Every test on the development venv (CPython 3.11), the worker image's included
+# ruff and mypy --strict (pyproject.toml: their settings, and the handler modules not yet strict).
+# Seconds once mypy's cache (.mypy_cache) is warm; tests/ and bench/ are not linted yet.
+lint: python
+	$(UV) run ruff check handler worker infra
+	$(UV) run mypy
+
+# The linters, then every test on the development venv (CPython 3.11), the worker image's included
 # (tests/worker/test_worker_image.py runs `make image` first, so a machine that cannot build
 # it fails that test with the reason), then the handler's tests again on CPython 3.13, the
 # Lambda function's runtime. tests/test_bundle.py runs `sam build`.
 #
 # What the tests need is built first, side by side (-j): livekit-server's Go build is CPU,
-# the rootfs, the image's stand-in base and the venvs are mostly downloads. The image is only
+# the rootfs, the image's stand-in base and the venvs are mostly downloads; the linters (make lint)
+# run beside them once the venv is there, and a finding stops make test. The image is only
 # warmed there: its test builds it again (cached, seconds) and fails with the build's own
 # error if it cannot be built, so one broken build does not hide every other test's result.
 test: tools
-	$(MAKE) --no-print-directory -j5 -O python fetch sam py313 image-warm
+	$(MAKE) --no-print-directory -j5 -O python lint fetch sam py313 image-warm
 	$(UV) run pytest
 	$(MAKE) --no-print-directory test-py313
 

@@ -7,8 +7,10 @@ so every branch is a unit test, and the same decision is what the log records.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
@@ -26,6 +28,7 @@ from .wire import (
     JOB_SLOT,
     JOB_TRIGGER,
 )
+
 # Re-exported: pipeline.py and sweeper.py import these from here until they import handler.wire.
 from .wire import DISPATCH_ID_ATTRIBUTE as DISPATCH_ID_ATTRIBUTE
 from .wire import DONE_ATTRIBUTE as DONE_ATTRIBUTE
@@ -63,7 +66,8 @@ class PlannedDispatch:
     # participant rule's settled slot is opened again by a presence that joined after.
     participant_sid: str = field(default="", compare=False)
     participant_joined_ms: int = field(default=0, compare=False)
-    rule_metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    # The rule's own metadata: the room creator's JSON object.
+    rule_metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def slot(self) -> str:
@@ -79,7 +83,7 @@ class PlannedDispatch:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-def planned_from_record(record: dict, *, trigger: str) -> PlannedDispatch:
+def planned_from_record(record: Mapping[str, Any], *, trigger: str) -> PlannedDispatch:
     """The PlannedDispatch behind a dispatch record, to dispatch its slot again.
 
     Its rule metadata is the job metadata less what job_metadata() added (JOB_METADATA_KEYS).
@@ -113,9 +117,9 @@ class Decision:
     agent_name: str = ""
     agent_identity: str = ""
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """What the event record keeps of this decision."""
-        out: dict = {"action": str(self.action), "reason": self.reason}
+        out: dict[str, Any] = {"action": str(self.action), "reason": self.reason}
         if self.planned:
             out["planned"] = [p.slot for p in self.planned]
         if self.rejected:
@@ -186,11 +190,11 @@ def decide(event: WebhookEvent, routing: Routing, settings: Settings, *, trigger
 
 def _plan(event: WebhookEvent, plan: AgentPlan, trigger: str) -> list[PlannedDispatch]:
     room = event.room
-    base = dict(room_sid=room.sid, room_name=room.name, trigger=trigger)
     # Room agents are planned on every human join as well as on room_started: the
     # slot claim makes the repeat free of effect, and a dropped room_started
     # webhook then costs nothing but a later first join.
-    planned = [PlannedDispatch(agent_name=r.name, rule=Rule.AGENTS, rule_metadata=r.metadata, **base)
+    planned = [PlannedDispatch(room_sid=room.sid, room_name=room.name, trigger=trigger, agent_name=r.name,
+                               rule=Rule.AGENTS, rule_metadata=r.metadata)
                for r in plan.agents]
     if event.event != "participant_joined":
         return planned
@@ -200,10 +204,11 @@ def _plan(event: WebhookEvent, plan: AgentPlan, trigger: str) -> list[PlannedDis
         if kind not in rule.kinds:
             continue
         planned.append(PlannedDispatch(
-            agent_name=rule.name, rule=Rule.ON_PARTICIPANT_JOINED, rule_metadata=rule.metadata,
+            room_sid=room.sid, room_name=room.name, trigger=trigger, agent_name=rule.name,
+            rule=Rule.ON_PARTICIPANT_JOINED, rule_metadata=rule.metadata,
             participant_identity=participant.identity if rule.per == "participant" else "",
             triggered_by=participant.identity, participant_sid=participant.sid,
-            participant_joined_ms=participant.joined_at_ms or participant.joined_at * 1000, **base))
+            participant_joined_ms=participant.joined_at_ms or participant.joined_at * 1000))
     return planned
 
 

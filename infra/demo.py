@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 from livekit import api, rtc
 
@@ -80,11 +81,11 @@ def switchboard(*args: str) -> str:
     return done.stdout if done.returncode == 0 else done.stdout + done.stderr
 
 
-async def wait_joined(room: str, timeout: float = 15) -> list[dict]:
+async def wait_joined(room: str, timeout: float = 15) -> list[dict[str, Any]]:
     """The dispatch log once it shows both agents JOINED (the confirmation webhook can lag)."""
     deadline = time.monotonic() + timeout
     while True:
-        records = json.loads(switchboard("logs", "--room", room, "--json") or "[]")
+        records: list[dict[str, Any]] = json.loads(switchboard("logs", "--room", room, "--json") or "[]")
         if sum(r["status"] == "JOINED" for r in records) >= 2 or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.5)

@@ -66,7 +66,7 @@ class Service:
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path = ROOT
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def udp_port_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def wait_until(check, service: Service, timeout: float = 60) -> None:
+def wait_until(check: Callable[[], object], service: Service, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not service.alive():
@@ -145,7 +145,8 @@ def wait_until(check, service: Service, timeout: float = 60) -> None:
 
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=1) as response:
-        return response.status == 200
+        status: int = response.status
+        return status == 200
 
 
 def require_fetched() -> None:

@@ -23,7 +23,8 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_WORKER_", extra="ignore")
 
     # --- Which role this process serves; `python -m worker <role>` overrides it.
-    agent_name: str = Field(default="", validation_alias=AliasChoices("LIVEKIT_AGENT_NAME", "SWITCHBOARD_WORKER_AGENT_NAME"))
+    agent_name: str = Field(default="",
+                            validation_alias=AliasChoices("LIVEKIT_AGENT_NAME", "SWITCHBOARD_WORKER_AGENT_NAME"))
 
     # --- LiveKit: the same variables livekit-agents itself reads.
     livekit_url: str = Field(default="ws://127.0.0.1:7880", validation_alias=AliasChoices("LIVEKIT_URL"))

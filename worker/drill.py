@@ -18,17 +18,18 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import Any, Final
 
 from livekit import rtc
 from livekit.agents import tts as agents_tts
 from livekit.agents import vad as agents_vad
-from livekit.agents.utils.audio import AudioByteStream
 from livekit.agents.types import (
     ATTRIBUTE_AGENT_STATE,
     ATTRIBUTE_TRANSCRIPTION_FINAL,
     ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID,
     ATTRIBUTE_TRANSCRIPTION_TRACK_ID,
 )
+from livekit.agents.utils.audio import AudioByteStream
 
 from .identity import ROLE_ATTRIBUTE
 from .persona import Persona
@@ -47,7 +48,7 @@ log = logging.getLogger("switchboard.worker")
 # espeak-ng pauses about half a second between sentences; a shorter silence
 # would split one line into two turns and make the other side answer twice.
 VAD_MIN_SILENCE_SECONDS = 0.8
-VAD_SAMPLE_RATE = 16000
+VAD_SAMPLE_RATE: Final = 16000  # one of the two rates Silero takes
 MIC_SAMPLE_RATE = 48000
 MIC_FRAME_MS = 10
 TRANSCRIPTION_TOPIC = "lk.transcription"
@@ -93,7 +94,7 @@ class Microphone:
     """Our published audio track. Always on, as a radio's carrier: silence between
     lines keeps frames flowing, so the listener's VAD sees each line end."""
 
-    def __init__(self, tts: agents_tts.TTS) -> None:
+    def __init__(self, tts: agents_tts.TTS[Any]) -> None:
         self._tts = tts
         # No queue: _feed paces the frames itself. A queued source has a capture thread
         # (AudioSourceCapture) that rtc 1.1.21 never stops when the server ends the room
@@ -219,7 +220,7 @@ class Ears:
 
 
 class Drill:
-    def __init__(self, room: rtc.Room, persona: Persona, vad: agents_vad.VAD, tts: agents_tts.TTS) -> None:
+    def __init__(self, room: rtc.Room, persona: Persona, vad: agents_vad.VAD, tts: agents_tts.TTS[Any]) -> None:
         self._room = room
         self._persona = persona
         self._vad = vad

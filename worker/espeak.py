@@ -10,6 +10,7 @@ import asyncio
 import shutil
 import struct
 from dataclasses import dataclass
+from typing import Never
 
 from livekit.agents import APIConnectionError, APIConnectOptions, APITimeoutError, tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
@@ -77,7 +78,7 @@ def decode_wav(data: bytes) -> Wav:
     raise WavError("no data chunk")
 
 
-class EspeakTTS(tts.TTS):
+class EspeakTTS(tts.TTS[Never]):  # no events beyond the base's
     def __init__(self, *, voice: str = DEFAULT_ESPEAK_VOICE, words_per_minute: int = 165,
                  binary: str = "espeak-ng") -> None:
         super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
@@ -121,7 +122,7 @@ class _EspeakStream(tts.ChunkedStream):
             # Text goes in on stdin, never argv: a line starting with "-" stays text.
             stdout, stderr = await asyncio.wait_for(proc.communicate(self.input_text.encode()),
                                                     self._conn_options.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise APITimeoutError(f"espeak-ng took over {self._conn_options.timeout:g} s") from None

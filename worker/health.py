@@ -25,7 +25,6 @@ every 30 s, aiohttp waits 15 s for the pong): within 45 s.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from enum import StrEnum
 from typing import Any
@@ -122,6 +121,6 @@ class HealthServer:
         try:
             async with self._session.get(f"http://{AGENTS_HTTP_HOST}:{port}{path}") as response:
                 return response.status, await response.text()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return 503, f"its HTTP server did not answer ({type(exc).__name__})"
 

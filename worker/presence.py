@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from livekit import rtc
 
 from .identity import ROLE_ATTRIBUTE
+
+if TYPE_CHECKING:
+    from livekit.rtc.room import EventTypes
 
 STATE_ATTRIBUTE = "drill.state"
 COUNTERPART_ATTRIBUTE = "drill.counterpart"
 SAID_ATTRIBUTE = "drill.said"
 HEARD_ATTRIBUTE = "drill.heard"
 
-_ROOM_EVENTS = ("participant_connected", "participant_attributes_changed")
+_ROOM_EVENTS: tuple[EventTypes, ...] = ("participant_connected", "participant_attributes_changed")
 
 
 class DrillState(StrEnum):

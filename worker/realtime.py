@@ -64,7 +64,7 @@ def room_options(counterpart_identity: str) -> room_io.RoomOptions:
 
 async def run_realtime(ctx: JobContext, persona: Persona, settings: WorkerSettings) -> None:
     counterpart = await wait_for_counterpart(ctx.room, persona.role, persona.counterpart)
-    session = AgentSession(llm=realtime_model(persona, settings))
+    session: AgentSession[None] = AgentSession(llm=realtime_model(persona, settings))
     session.on("error", partial(end_job_on_lost_model, ctx, persona))
     await session.start(agent=Agent(instructions=instructions_for(persona)), room=ctx.room,
                         room_options=room_options(counterpart.identity))

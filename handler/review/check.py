@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from livekit.protocol.models import ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
@@ -20,7 +20,8 @@ from ..settings import Settings
 
 # A room's sid is LiveKit's to give; the dry run shows where it goes in the job metadata.
 DRY_RUN_SID = "RM_dry_run"
-KINDS = {name.lower(): value for name, value in ParticipantInfo.Kind.items()}
+# The stubs type an enum wrapper's values as plain ints; they are the Kind's.
+KINDS = {name.lower(): cast(ParticipantInfo.Kind, value) for name, value in ParticipantInfo.Kind.items()}
 
 
 @dataclass(frozen=True)

@@ -157,9 +157,9 @@ def timeline_svg(session: dict[str, Any]) -> str:
     pos: dict[int, tuple[float, float]] = {}
     parts = [f'<svg class="timeline" role="img" aria-label="timeline of session {escape(sid)}" '
              f'xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
-    for i, lane in enumerate(lanes):
+    for i, lane_name in enumerate(lanes):
         y = top + i * dy
-        parts.append(f'<text x="8" y="{y + 4}">{escape(lane[:20])}</text>'
+        parts.append(f'<text x="8" y="{y + 4}">{escape(lane_name[:20])}</text>'
                      f'<line x1="{left - 10}" y1="{y}" x2="{width - 20}" y2="{y}" stroke="#d0d7de"/>')
     last_in_lane: dict[int, tuple[float, float]] = {}
     for index, step in enumerate(steps):
@@ -193,20 +193,20 @@ def timeline_svg(session: dict[str, Any]) -> str:
                      f'{escape(clock(step["at"]))}</text>')
     # Re-dispatches: a dashed arrow from the event that sent the slot again to the slot's lane.
     for link in session["redispatches"]:
-        lane = lane_of_slot.get(link["slot"])
-        if lane is None or link["step"] not in pos:
+        slot_lane = lane_of_slot.get(link["slot"])
+        if slot_lane is None or link["step"] not in pos:
             continue
-        x, y = pos[link["step"]]
+        sx, sy = pos[link["step"]]
         later = [i for i, s in enumerate(steps) if i > link["step"] and s.get("slot") == link["slot"]]
-        tx, ty = pos[later[0]] if later else (x + dx / 2, top + lane * dy)
-        parts.append(f'<path class="redispatch" d="M{x},{y} C{x + dx / 2},{y} {tx - dx / 2},{ty} {tx},{ty}" '
+        tx, ty = pos[later[0]] if later else (sx + dx / 2, top + slot_lane * dy)
+        parts.append(f'<path class="redispatch" d="M{sx},{sy} C{sx + dx / 2},{sy} {tx - dx / 2},{ty} {tx},{ty}" '
                      f'fill="none" stroke="#cf222e" stroke-dasharray="4 3" stroke-width="1.5"/>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _short_event(step: dict[str, Any]) -> str:
-    event = step.get("event_type", "")
+    event: str = step.get("event_type", "")
     short = {"room_started": "started", "room_finished": "finished", "participant_joined": "joined",
              "participant_left": "left", "participant_connection_aborted": "aborted"}.get(event, event[:10])
     return ("sweep " if step.get("source") == "sweep" else "") + short
@@ -260,9 +260,11 @@ def _slots_table(session: dict[str, Any]) -> str:
             f'<td>{_status(s.get("status", ""))}</td><td>{escape(str(s.get("attempts", "")))}</td>'
             f'<td class="mono">{escape(s.get("dispatch_id", ""))}</td><td class="mono">'
             f'{escape(s.get("agent_identity", ""))}</td><td>{escape(s.get("trigger", ""))}</td>'
-            f'<td class="{"error" if s.get("status") == Status.FAILED else "why"}">{escape(why)}{again}{links}</td></tr>')
+            f'<td class="{"error" if s.get("status") == Status.FAILED else "why"}">'
+            f'{escape(why)}{again}{links}</td></tr>')
     return ('<table class="slots"><thead><tr><th>agent</th><th>status</th><th>attempts</th><th>dispatch</th>'
-            '<th>agent identity</th><th>trigger</th><th>why</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+            '<th>agent identity</th><th>trigger</th><th>why</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
 
 
 def _steps_table(session: dict[str, Any]) -> str:

@@ -28,7 +28,8 @@ def clock(at: str) -> str:
 
 def slot_label(record: dict[str, Any]) -> str:
     who = record.get("participant_identity")
-    return record.get("agent_name", "") + (f" for {who}" if who else "")
+    agent: str = record.get("agent_name", "")
+    return agent + (f" for {who}" if who else "")
 
 
 def _event_step(r: dict[str, Any]) -> dict[str, Any]:
