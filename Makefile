@@ -46,18 +46,18 @@ lint: python
 	$(UV) run ruff check handler worker infra
 	$(UV) run mypy
 
-# The linters first, then every test on the development venv (CPython 3.11), the worker image's included
+# The linters, then every test on the development venv (CPython 3.11), the worker image's included
 # (tests/worker/test_worker_image.py runs `make image` first, so a machine that cannot build
 # it fails that test with the reason), then the handler's tests again on CPython 3.13, the
 # Lambda function's runtime. tests/test_bundle.py runs `sam build`.
 #
 # What the tests need is built first, side by side (-j): livekit-server's Go build is CPU,
-# the rootfs, the image's stand-in base and the venvs are mostly downloads. The image is only
+# the rootfs, the image's stand-in base and the venvs are mostly downloads; the linters (make lint)
+# run beside them once the venv is there, and a finding stops make test. The image is only
 # warmed there: its test builds it again (cached, seconds) and fails with the build's own
 # error if it cannot be built, so one broken build does not hide every other test's result.
 test: tools
-	$(MAKE) --no-print-directory -j5 -O python fetch sam py313 image-warm
-	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory -j5 -O python lint fetch sam py313 image-warm
 	$(UV) run pytest
 	$(MAKE) --no-print-directory test-py313
 
