@@ -55,12 +55,14 @@ def bench_ports() -> tuple[Ports, int]:
     return ports, pick_port(38090, taken)
 
 
-async def drive(url: str, requests: list[tuple[bytes, dict]], concurrency: int) -> dict:
+async def drive(url: str | list[str], requests: list[tuple[bytes, dict]], concurrency: int) -> dict:
+    """`requests` over `concurrency` keep-alive clients; several urls: client i posts to urls[i % n] (a balancer)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue = list(reversed(requests))
+    urls = [url] if isinstance(url, str) else url
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def client(session: aiohttp.ClientSession, url: str) -> None:
         while queue:
             body, headers = queue.pop()
             started = time.perf_counter()
@@ -72,7 +74,7 @@ async def drive(url: str, requests: list[tuple[bytes, dict]], concurrency: int) 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        await asyncio.gather(*(client(session, urls[i % len(urls)]) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {"latencies": latencies, "statuses": statuses, "seconds": elapsed}
 

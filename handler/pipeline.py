@@ -97,6 +97,12 @@ class Outcome:
         return out
 
 
+def _changed_nothing(outcome: Outcome) -> bool:
+    """Nothing was claimed, dispatched, settled or asked again: an ignore, or every slot already as wanted."""
+    return not outcome.retry and not outcome.note and all(s.result == "duplicate" for s in outcome.slots) and (
+        bool(outcome.slots) or outcome.decision.action is Action.IGNORE)
+
+
 def event_id_of(event: WebhookEvent) -> str:
     # LiveKit always sets an id; a hand-made event without one still gets a stable key.
     return event.id or "noid-" + hashlib.sha256(event.SerializeToString(deterministic=True)).hexdigest()[:24]
@@ -171,9 +177,12 @@ class Pipeline:
             else:
                 outcome = Outcome(decision)
             # `answered`: this record is a 200, so a re-delivery replays it (see replay_event).
-            await self.store.record_event(self._event_record(event, decision, outcome)
-                                          | {"received_at": received_at, "source": source,
-                                             "answered": not outcome.retry})
+            # A sweeper's look that changed nothing is not recorded: it passes every live room
+            # every minute, and those records were most of a room's writes (BENCHMARKS.md, cost).
+            if source != "sweep" or not _changed_nothing(outcome):
+                await self.store.record_event(self._event_record(event, decision, outcome)
+                                              | {"received_at": received_at, "source": source,
+                                                 "answered": not outcome.retry})
         finally:
             metrics.flush()
         log.info(f"{source} event handled", extra={
