@@ -151,3 +151,20 @@ async def test_over_http_an_ignored_event_leaves_no_record_and_a_redelivery_repl
     async with DynamoStore.open(Settings()) as store:
         assert await event_item(store, room.sid, track["id"]) is None
         assert await event_item(store, room.sid, started["id"]) is not None
+
+
+async def test_a_sweeper_look_that_changes_nothing_is_not_recorded(pipe, local_stack):
+    """The sweeper passes every live room every minute: a look that found every slot as wanted writes nothing."""
+    from livekit import api
+
+    from handler.sweeper import Sweeper
+
+    async with lk_api(local_stack.livekit_url) as lk:
+        room = await lk.room.create_room(api.CreateRoomRequest(name=f"room-sweep-{event('x', '', '')['id']}",
+                                                               metadata=json.dumps(DRIVER), empty_timeout=60))
+        try:
+            await pipe.handle(webhook(event("room_started", room.name, room.sid, DRIVER)))
+            await Sweeper(pipe).sweep()
+            assert await event_item(pipe.store.inner, room.sid, f"SWEEP_{room.sid}") is None
+        finally:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room.name))
