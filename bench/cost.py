@@ -71,8 +71,9 @@ class Meter:
         for entry in consumed if isinstance(consumed, list) else [consumed] if consumed else []:
             row[kind] += entry.get("CapacityUnits", 0.0)
             row[f"{kind}_table"] += entry.get("Table", {}).get("CapacityUnits", entry.get("CapacityUnits", 0.0))
-            row[f"{kind}_indexes"] += sum(i.get("CapacityUnits", 0.0)
-                                          for i in entry.get("GlobalSecondaryIndexes", {}).values())
+            for index, used in entry.get("GlobalSecondaryIndexes", {}).items():
+                row[f"{kind}_indexes"] += used.get("CapacityUnits", 0.0)
+                row[f"{kind}_index_{index}"] += used.get("CapacityUnits", 0.0)
         if estimated:
             row[kind] += estimated
             row[f"{kind}_estimated"] += estimated
@@ -215,7 +216,9 @@ async def run(sweeps: int) -> dict[str, Any]:
     room_wcu, room_rcu = total("room", "wcu"), total("room", "rcu")
     sweep_wcu, sweep_rcu = total("sweep", "wcu"), total("sweep", "rcu")
     wcu, rcu = room_wcu + sweeps * sweep_wcu, room_rcu + sweeps * sweep_rcu
-    return {"rows": rows, "sweeps_per_room": sweeps, "room": {"wcu": room_wcu, "rcu": room_rcu},
+    by_index = {k.removeprefix("wcu_index_"): round(sum(r.get(k, 0.0) for r in rows if r["phase"] == "room"), 2)
+                for k in sorted({k for r in rows for k in r if k.startswith("wcu_index_")})}
+    return {"room_wcu_by_index": by_index,"rows": rows, "sweeps_per_room": sweeps, "room": {"wcu": room_wcu, "rcu": room_rcu},
             "one_sweep": {"wcu": sweep_wcu, "rcu": sweep_rcu}, "per_room": {"wcu": wcu, "rcu": rcu},
             "usd_per_10000_rooms": round(10_000 * (wcu * WRITE_PRICE + rcu * READ_PRICE), 4)}
 
@@ -231,6 +234,7 @@ def report(out: dict[str, Any]) -> str:
                  f"over it: {out['one_sweep']['wcu']:g} WCU, {out['one_sweep']['rcu']:g} RCU; per room with "
                  f"{out['sweeps_per_room']} passes: {out['per_room']['wcu']:g} WCU, {out['per_room']['rcu']:g} RCU = "
                  f"${out['usd_per_10000_rooms']} per 10,000 rooms (on-demand, us-east-1)")
+    lines.append(f"the room's index writes (WCU): {json.dumps(out['room_wcu_by_index'])}")
     return "\n".join(lines)
 
 
