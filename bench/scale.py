@@ -21,9 +21,9 @@ import uuid
 from livekit import api
 
 from bench.common import bytecode_env, header, loadavg, pick_port, write_result
-from bench.webhook import combine, drive
+from bench.webhook import combine, drive, signed_request
 from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, handler_env, http_ok, wait_until
-from tests.webhooks import event, signed_request
+from tests.webhooks import event
 
 
 async def run(n: int, levels: list[int], rounds: int) -> dict:

@@ -157,9 +157,10 @@ class Pipeline:
                 metrics.add("ReplayedDeliveries", 1)
                 metrics.flush()
                 outcome = Outcome(decision, replay=replay)
-                log.info("webhook event replayed", extra={
+                # The same line as a handled event's, so the saved log queries see replays too.
+                log.info(f"{source} event handled", extra={
                     "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
-                    "deliveries": replay.get("deliveries")})
+                    **outcome.answer(), "deliveries": replay.get("deliveries")})
                 return outcome
         try:
             if decision.action is Action.DISPATCH:
