@@ -48,6 +48,7 @@ from livekit.protocol.webhook import WebhookEvent
 
 from bench.common import (RssSampler, bytecode_env, header, loadavg, mib, pick_port, rss_kib, summary,
                           write_result)
+from handler.claims import Status
 from handler.dynamo import DynamoStore, dynamodb_client, to_item
 from handler.policy import PlannedDispatch, Rule
 from handler.settings import Settings
@@ -160,7 +161,7 @@ async def floor_sample(db: Any, settings: Settings, lk: api.LiveKitAPI, floor_ro
     planned = PlannedDispatch(room_sid=f"RM_floor_{uuid.uuid4().hex[:10]}", room_name=floor_room,
                               agent_name=FLOOR_AGENT, rule=Rule.AGENTS, trigger="room_started")
     now = time.time()
-    item = store._new_record(planned, "EV_floor", now, "CLAIMED") | {  # the claim's own item and size
+    item = store._new_record(planned, "EV_floor", now, Status.CLAIMED) | {  # the claim's own item and size
         "owner": uuid.uuid4().hex, "attempts": 1, "generation": 1, "lease_expires_at": now + 30,
         "claimed_at": "x" * 24, "job_metadata": planned.job_metadata(), "pending_day": "2026-12-01"}
     started = time.perf_counter()
@@ -169,7 +170,7 @@ async def floor_sample(db: Any, settings: Settings, lk: api.LiveKitAPI, floor_ro
                  "ConditionExpression": "attribute_not_exists(pk)", "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}},
         store._occupy(planned, now)])
     claimed = time.perf_counter()
-    dispatch = await lk.agent_dispatch.create_dispatch(api.CreateDispatchRequest(
+    dispatch = await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
         room=floor_room, agent_name=FLOOR_AGENT, metadata=planned.job_metadata()))
     done = time.perf_counter()
     await lk.agent_dispatch.delete_dispatch(dispatch.id, floor_room)
