@@ -152,7 +152,7 @@ class Pipeline:
             # answered from its record, in one conditional write (it also counts the delivery).
             # Anything less than a 200 on record (a 503, a crash, a lost lease's retry) is
             # handled again: every step below is safe to repeat.
-            replay = await self.store.replay_event(room_pk(event.room.sid or "-"), event_sk(event_id_of(event)))
+            replay = await self.store.replay_event(*self._event_key(event))
             if replay is not None:
                 metrics.add("ReplayedDeliveries", 1)
                 metrics.flush()
@@ -485,11 +485,16 @@ class Pipeline:
 
     # --- the event record ---------------------------------------------------
 
+    def _event_key(self, event: WebhookEvent) -> tuple[str, str]:
+        """(pk, sk) of the event's record: the one place both the replay check and the record use."""
+        return room_pk(event.room.sid or "-"), event_sk(event_id_of(event))
+
     def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome) -> dict[str, Any]:
         participant = event.participant if event.HasField("participant") else None
+        pk, sk = self._event_key(event)
         return {
-            "pk": room_pk(event.room.sid or "-"),
-            "sk": event_sk(event_id_of(event)),
+            "pk": pk,
+            "sk": sk,
             "event_id": event_id_of(event),
             "event_type": event.event,
             "room_name": event.room.name,
