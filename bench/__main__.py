@@ -6,6 +6,8 @@
 2. bench.webhook    /webhook throughput and latency beside a bare Starlette endpoint; the handler's RSS
 3. bench.coldstart  process start → first 200, and import time, beside a bare Starlette app
 4. bench.burst      N rooms at the same instant against one worker per name: agents first time, after the sweeper
+5. bench.cost       DynamoDB read and write units of one realistic room, and the price per 10,000 rooms
+6. bench.scale      first-dispatch throughput at concurrency 8, 32, 128 with one and two handler processes
 
 Each starts its own servers on its own ports, stops them, writes
 bench/results/<name>-<time>.json and prints a Markdown table. They run one
@@ -30,7 +32,9 @@ def main() -> int:
     quick = {"bench.dispatch": ["--rooms", "4", "--warmup", "1"],
              "bench.webhook": ["--requests", "200", "--rounds", "1"],
              "bench.coldstart": ["--starts", "2", "--starts-no-bytecode", "1", "--imports", "2"],
-             "bench.burst": ["--rooms", "2"]}
+             "bench.burst": ["--rooms", "2"],
+             "bench.cost": [],
+             "bench.scale": ["--requests", "100", "--rounds", "1"]}
     for module, small in quick.items():
         print(f"\n## {module}\n", flush=True)
         done = subprocess.run([sys.executable, "-m", module, *(small if args.quick else [])],

@@ -59,9 +59,11 @@ BUNDLE = CACHE / "bench-bundle"
 
 
 def runtime_closure() -> set[str]:
-    """The distributions the deployed function ships: uv.lock's closure of the project's own dependencies."""
+    """The distributions the deployed function ships: uv.lock's closure of the project's own dependencies
+    and its `handler` extra (infra/bundle.sh's `--extra handler`)."""
     packages = {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
-    todo = [d for d in packages["switchboard"].get("dependencies", [])]
+    project = packages["switchboard"]
+    todo = [*project.get("dependencies", []), *project.get("optional-dependencies", {}).get("handler", [])]
     closure: set[str] = set()
     while todo:
         dep = todo.pop()

@@ -17,6 +17,13 @@ participant_joined webhook, which a listener in this process receives as a
 second webhook URL. The dispatch's own `created_at` splits each time into
 "until the dispatch existed" and "dispatch → worker → join". A benchmark, not a
 test: nothing here asserts a time.
+
+The floor, in the same run: after each pair of rooms, this process times the two
+operations the design cannot avoid, bare, against the same servers: one conditional
+TransactWriteItems shaped as the claim (the slot's Put with attribute_not_exists,
+the session's cap Update) on DynamoDB Local, and one CreateDispatch (for an agent
+name no worker serves, in a room kept for it). Switchboard's added latency is
+reported as a multiple of their sum.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from google.protobuf.json_format import Parse
@@ -39,6 +48,10 @@ from livekit.protocol.webhook import WebhookEvent
 
 from bench.common import (RssSampler, bytecode_env, header, loadavg, mib, pick_port, rss_kib, summary,
                           write_result)
+from handler.claims import Status
+from handler.dynamo import DynamoStore, dynamodb_client, to_item
+from handler.policy import PlannedDispatch, Rule
+from handler.settings import Settings
 from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, handler_env, wait_until
 
 
@@ -139,6 +152,31 @@ def webhook_times(log: Path, url: str, rooms: set[str], event: str) -> dict[str,
     return {"queue_ms": queued, "send_ms": sent}
 
 
+FLOOR_AGENT = "floor-nobody"
+
+
+async def floor_sample(db: Any, settings: Settings, lk: api.LiveKitAPI, floor_room: str) -> tuple[float, float]:
+    """(ms of one claim-shaped TransactWriteItems, ms of one CreateDispatch), timed from this process."""
+    store = DynamoStore(db, settings)
+    planned = PlannedDispatch(room_sid=f"RM_floor_{uuid.uuid4().hex[:10]}", room_name=floor_room,
+                              agent_name=FLOOR_AGENT, rule=Rule.AGENTS, trigger="room_started")
+    now = time.time()
+    item = store._new_record(planned, "EV_floor", now, Status.CLAIMED) | {  # the claim's own item and size
+        "owner": uuid.uuid4().hex, "attempts": 1, "generation": 1, "lease_expires_at": now + 30,
+        "claimed_at": "x" * 24, "job_metadata": planned.job_metadata(), "pending_day": "2026-12-01"}
+    started = time.perf_counter()
+    await db.transact_write_items(TransactItems=[
+        {"Put": {"TableName": settings.table_name, "Item": to_item(item),
+                 "ConditionExpression": "attribute_not_exists(pk)", "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}},
+        store._occupy(planned, now)])
+    claimed = time.perf_counter()
+    dispatch = await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+        room=floor_room, agent_name=FLOOR_AGENT, metadata=planned.job_metadata()))
+    done = time.perf_counter()
+    await lk.agent_dispatch.delete_dispatch(dispatch.id, floor_room)
+    return (claimed - started) * 1000, (done - claimed) * 1000
+
+
 async def run(rooms: int, warmup: int, pause: float) -> dict:
     run_id = uuid.uuid4().hex[:6]
     ports, listener_port = bench_ports()
@@ -159,12 +197,20 @@ async def run(rooms: int, warmup: int, pause: float) -> dict:
             # A dispatch made before the worker registers is lost: wait for it.
             wait_until(lambda: "registered worker" in worker.log_tail(200), worker, timeout=120)
             samples: list[Sample] = []
+            floor: list[tuple[float, float]] = []
             rest_kib = rss_kib(handler.process.pid)[0]
-            async with api.LiveKitAPI(ports.livekit_url, DEV_API_KEY, DEV_API_SECRET) as lk:
+            # The floor's DynamoDB client: the handler's own construction (timeouts, retries), this process.
+            os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+            settings = Settings(table_name=env["SWITCHBOARD_TABLE_NAME"], aws_region=env["AWS_REGION"])
+            async with api.LiveKitAPI(ports.livekit_url, DEV_API_KEY, DEV_API_SECRET) as lk, \
+                    dynamodb_client(settings) as db:
+                floor_room = f"floor-{run_id}"
+                await lk.room.create_room(api.CreateRoomRequest(name=floor_room, empty_timeout=3600))
                 for i in range(warmup):
                     for mode in MODES:
                         await one_room(lk, listener, mode, f"warm-{mode}-{run_id}-{i}")
                         await asyncio.sleep(pause)
+                    await floor_sample(db, settings, lk, floor_room)
                 with RssSampler(handler.process.pid) as rss:
                     for i in range(rooms):
                         # ABBA: neither way always goes first after the other's teardown.
@@ -173,6 +219,8 @@ async def run(rooms: int, warmup: int, pause: float) -> dict:
                             await asyncio.sleep(pause)
                             if len(samples) % 20 == 0:
                                 print(f"  {len(samples)}/{2 * rooms} rooms", file=sys.stderr, flush=True)
+                        floor.append(await floor_sample(db, settings, lk, floor_room))
+                await lk.room.delete_room(api.DeleteRoomRequest(room=floor_room))
             out["handler_rss_mib"] = {"before": mib(rest_kib), "peak": mib(rss.peak_kib),
                                       "after": mib(rss_kib(handler.process.pid)[0])}
         finally:
@@ -194,7 +242,12 @@ async def run(rooms: int, warmup: int, pause: float) -> dict:
     # Each ABBA pair ran back to back under the same machine load: the median of their differences.
     pairs = [x.join_ms - y.join_ms for x, y in zip(by_mode["switchboard"], by_mode["livekit"])]
     out["added_paired_ms"] = summary(pairs)
+    out["floor"] = {"transact_write_ms": summary([t for t, _ in floor], 2),
+                    "create_dispatch_ms": summary([c for _, c in floor], 2),
+                    "sum_ms": summary([t + c for t, c in floor], 2)}
+    out["added_over_floor_p50"] = round(out["added_paired_ms"]["p50"] / out["floor"]["sum_ms"]["p50"], 2)
     out["samples"] = [asdict(s) for s in samples]
+    out["floor_samples"] = [[round(t, 3), round(c, 3)] for t, c in floor]
     return out
 
 
@@ -211,6 +264,11 @@ def report(out: dict) -> str:
                  f"{out['added_paired_ms']['p50']} ms")
     lines.append(f"room_started → handler, per livekit-server's log: queued p50 {hook['queue_ms'].get('p50')} ms, "
                  f"answered p50 {hook['send_ms'].get('p50')} ms / p95 {hook['send_ms'].get('p95')} ms")
+    f = out["floor"]
+    lines.append(f"the floor, from this process: claim-shaped TransactWriteItems p50 {f['transact_write_ms']['p50']} ms"
+                 f" + CreateDispatch p50 {f['create_dispatch_ms']['p50']} ms = {f['sum_ms']['p50']} ms p50 "
+                 f"(p95 {f['sum_ms']['p95']}); Switchboard's added latency (paired p50) = "
+                 f"{out['added_over_floor_p50']}× the floor")
     lines.append(f"handler RSS MiB: {out['handler_rss_mib']}")
     return "\n".join(lines)
 

@@ -109,8 +109,7 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
         except StoreUnavailable as exc:
             log.error("dispatch log unavailable", extra={"error": str(exc)})
             return _retry_later(settings, f"dispatch log unavailable: {exc}")
-        body_out: dict[str, Any] = {"event_id": event.id, "decision": outcome.decision.summary(),
-                                    "outcome": outcome.as_dict()}
+        body_out: dict[str, Any] = {"event_id": event.id, **outcome.answer()}
         if outcome.retry:
             return _retry_later(settings, "not every agent could be dispatched yet", body_out)
         return JSONResponse(body_out)

@@ -145,6 +145,10 @@ class DispatchStore(Protocol):
 
     async def record_event(self, event_record: dict[str, Any]) -> None: ...
 
+    async def replay_event(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """The event's record if its first handling was answered 200 (the delivery is counted); else None."""
+        ...
+
     async def pending(self, days: int = 2) -> list[dict[str, Any]]:
         """Every slot not yet settled: the sweeper's work list."""
         ...

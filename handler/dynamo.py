@@ -521,28 +521,62 @@ class DynamoStore:
             if not _condition_failed(exc):
                 raise _unavailable(exc) from exc
 
+    async def replay_event(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """A re-delivered event's record, if its first handling was answered 200; else None.
+
+        One conditional UpdateItem that counts the delivery where there is an answer to
+        replay, and fails fast (no item returned, nothing written) where there is none:
+        the common first delivery, or one whose handling did not complete (a 503, a crash,
+        a budget spent), which must be handled again.
+        """
+        try:
+            response = await self._db.update_item(
+                TableName=self._table, Key=to_item({PK: pk, SK: sk}),
+                ConditionExpression="attribute_exists(answered_at)",
+                UpdateExpression="SET last_received_at = :now ADD deliveries :one",
+                ExpressionAttributeValues=_values(now=iso(self._clock()), one=1),
+                ReturnValues="ALL_NEW")
+        except Exception as exc:
+            if _condition_failed(exc):
+                return None
+            raise _unavailable(exc) from exc
+        return from_item(response.get("Attributes") or {})
+
     async def record_event(self, event_record: dict[str, Any]) -> None:
-        """Upsert one received webhook; a redelivery bumps `deliveries` and keeps the first time."""
+        """Upsert one received webhook; a redelivery bumps `deliveries` and keeps the first time.
+
+        `answered` (True when the webhook is answered 200) stamps `answered_at` once: from then
+        on a re-delivery is replayed from this record (replay_event). A record of an answer
+        that asks for a retry never overwrites one that was answered: two deliveries handled
+        at once may finish in either order, and the 200 is the answer that stands.
+        """
         now = self._clock()
         received_at = event_record.get("received_at", now)
-        fields = {k: v for k, v in event_record.items() if k not in (PK, SK, "received_at")}
+        answered = bool(event_record.get("answered"))
+        fields = {k: v for k, v in event_record.items() if k not in (PK, SK, "received_at", "answered")}
         fields["last_received_at"] = iso(now)
         fields["record_type"] = "event"
         fields[TTL_ATTRIBUTE] = int(now + self._settings.event_retention_days * 86400)
         fields = _storable(fields)
         names = {f"#{k}": k for k in fields} | {"#created_at": "created_at", "#day": "day"}
+        values = _values(**fields, created_at=iso(received_at), day=iso(received_at)[:10], one=1)
+        expression = ("SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+                      + ", #created_at = if_not_exists(#created_at, :created_at), #day = if_not_exists(#day, :day)")
+        condition: dict[str, str] = {}
+        if answered:
+            expression += ", answered_at = if_not_exists(answered_at, :answered_at)"
+            values |= _values(answered_at=iso(now))
+        else:
+            condition = {"ConditionExpression": "attribute_not_exists(answered_at)"}
         try:
             await self._db.update_item(
                 TableName=self._table,
                 Key=to_item({PK: event_record[PK], SK: event_record[SK]}),
-                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
-                + ", #created_at = if_not_exists(#created_at, :created_at), #day = if_not_exists(#day, :day)"
-                + " ADD deliveries :one",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_values(**fields, created_at=iso(received_at), day=iso(received_at)[:10],
-                                                  one=1),
-            )
+                UpdateExpression=expression + " ADD deliveries :one",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values, **condition)
         except Exception as exc:
+            if condition and _condition_failed(exc):
+                return  # another delivery of it was answered 200 meanwhile: that record stands
             raise _unavailable(exc) from exc
 
     # --- helpers ------------------------------------------------------------

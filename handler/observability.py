@@ -75,7 +75,8 @@ class Metrics:
         old, _ = self._values.get(name, (0.0, unit))
         self._values[name] = (old + value, unit)
 
-    def flush(self) -> None:
+    def flush(self, **properties: Any) -> None:
+        """One EMF line; `properties` ride along on it (not dimensions), so it can stand for a log line too."""
         if not self._values:
             return
         document: dict[str, Any] = {
@@ -89,6 +90,7 @@ class Metrics:
             },
             "service": self._service,
         }
+        document.update(properties)
         document.update({n: v for n, (v, _) in self._values.items()})
         if cid := correlation_id.get():
             document["correlation_id"] = cid

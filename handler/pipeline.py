@@ -30,6 +30,7 @@ from .claims import (
 )
 from .contract import Routing
 from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
+from .events import Relevance, relevance
 from .observability import Metrics, record_time_to_agent
 from .policy import (
     DISPATCH_ID_ATTRIBUTE,
@@ -73,10 +74,19 @@ class Outcome:
     decision: Decision
     slots: list[SlotResult] = field(default_factory=list)
     note: str = ""
+    # A re-delivery of an event already answered 200: that first answer, as recorded.
+    replay: dict[str, Any] | None = None
 
     @property
     def retry(self) -> bool:
         return any(s.retry for s in self.slots)
+
+    def answer(self) -> dict[str, Any]:
+        """The webhook's answer body (beside the event id): the first answer again for a replay."""
+        if self.replay is not None:
+            return {"decision": self.replay.get("decision"), "outcome": dict(self.replay.get("outcome") or {},
+                                                                              replayed=True)}
+        return {"decision": self.decision.summary(), "outcome": self.as_dict()}
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"retry": self.retry}
@@ -85,6 +95,12 @@ class Outcome:
         if self.note:
             out["note"] = self.note
         return out
+
+
+def _changed_nothing(outcome: Outcome) -> bool:
+    """Nothing was claimed, dispatched, settled or asked again: an ignore, or every slot already as wanted."""
+    return not outcome.retry and not outcome.note and all(s.result == "duplicate" for s in outcome.slots) and (
+        bool(outcome.slots) or outcome.decision.action is Action.IGNORE)
 
 
 def event_id_of(event: WebhookEvent) -> str:
@@ -123,8 +139,29 @@ class Pipeline:
         LiveKit's state because the real one may have been dropped.
         """
         metrics = Metrics()
+        relevant, why = relevance(event.event)
+        if relevant is Relevance.CANNOT_MATTER:
+            # No I/O and no record: counted, and the metric's line says what it was (handler/events.py).
+            metrics.add("InertEvents", 1)
+            metrics.flush(event_type=event.event, room_name=event.room.name)
+            return Outcome(Decision(Action.IGNORE, f"{event.event} events cannot change a decision: {why}"))
         received_at = time.time()
         decision = decide(event, self.routing, self.settings, trigger="reconcile" if source == "sweep" else None)
+        if source == "webhook" and decision.action is not Action.IGNORE:
+            # Idempotency by event id: a re-delivery of an event already answered 200 is
+            # answered from its record, in one conditional write (it also counts the delivery).
+            # Anything less than a 200 on record (a 503, a crash, a lost lease's retry) is
+            # handled again: every step below is safe to repeat.
+            replay = await self.store.replay_event(*self._event_key(event))
+            if replay is not None:
+                metrics.add("ReplayedDeliveries", 1)
+                metrics.flush()
+                outcome = Outcome(decision, replay=replay)
+                # The same line as a handled event's, so the saved log queries see replays too.
+                log.info(f"{source} event handled", extra={
+                    "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
+                    **outcome.answer(), "deliveries": replay.get("deliveries")})
+                return outcome
         try:
             if decision.action is Action.DISPATCH:
                 # A delivered room_started claims without reading first: it is on the path that brings
@@ -140,8 +177,13 @@ class Pipeline:
                 outcome = Outcome(decision, note=f"{ended} dispatch(es) ended")
             else:
                 outcome = Outcome(decision)
-            await self.store.record_event(self._event_record(event, decision, outcome)
-                                          | {"received_at": received_at, "source": source})
+            # `answered`: this record is a 200, so a re-delivery replays it (see replay_event).
+            # A sweeper's look that changed nothing is not recorded: it passes every live room
+            # every minute, and those records were most of a room's writes (BENCHMARKS.md, cost).
+            if source != "sweep" or not _changed_nothing(outcome):
+                await self.store.record_event(self._event_record(event, decision, outcome)
+                                              | {"received_at": received_at, "source": source,
+                                                 "answered": not outcome.retry})
         finally:
             metrics.flush()
         log.info(f"{source} event handled", extra={
@@ -443,11 +485,16 @@ class Pipeline:
 
     # --- the event record ---------------------------------------------------
 
+    def _event_key(self, event: WebhookEvent) -> tuple[str, str]:
+        """(pk, sk) of the event's record: the one place both the replay check and the record use."""
+        return room_pk(event.room.sid or "-"), event_sk(event_id_of(event))
+
     def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome) -> dict[str, Any]:
         participant = event.participant if event.HasField("participant") else None
+        pk, sk = self._event_key(event)
         return {
-            "pk": room_pk(event.room.sid or "-"),
-            "sk": event_sk(event_id_of(event)),
+            "pk": pk,
+            "sk": sk,
             "event_id": event_id_of(event),
             "event_type": event.event,
             "room_name": event.room.name,

@@ -99,7 +99,7 @@ async def run_both(seed: int, real: Any, monkeypatch) -> None:
         for step in range(CALLS):
             clock.now += rng.choice((0, 0.5, 2, 6))
             op = rng.choice(("claim", "claim", "dispatched", "failed", "joined", "settle", "end", "reject",
-                             "missing", "orphan", "event", "pending", "log"))
+                             "missing", "orphan", "event", "replay", "pending", "log"))
             planned = plans(rng, sids, clock)
             pick = rng.random()
             answers = []
@@ -134,7 +134,10 @@ async def run_both(seed: int, real: Any, monkeypatch) -> None:
                 elif op == "event":
                     answer = await call(store, "record_event", {"pk": f"ROOM#{planned.room_sid}", "sk": f"EVENT#{step % 3}",
                                                                 "event_id": f"EV_{step % 3}", "room_name": planned.room_name,
-                                                                "event_type": "room_started", "received_at": clock.now})
+                                                                "event_type": "room_started", "received_at": clock.now,
+                                                                "answered": pick < 0.5})
+                elif op == "replay":
+                    answer = await call(store, "replay_event", f"ROOM#{planned.room_sid}", f"EVENT#{step % 3}")
                 elif op == "pending":
                     answer = await call(store, "pending")
                 elif op == "log":
