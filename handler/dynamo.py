@@ -130,14 +130,16 @@ class DynamoStore:
             raise RuntimeError("a store of every project only reads: pick a project to write")
         return room_pk(room_sid, self.project)
 
-    def project_filter(self) -> tuple[str, dict[str, Any]]:
-        """A FilterExpression (and its values) that keeps this project's records of a shared index."""
+    def project_filter(self) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """A FilterExpression, its values and its names, that keeps this project's records of a
+        shared index ("project" is a DynamoDB reserved word: it goes through a placeholder)."""
         if self.project is None:
-            return "", {}
+            return "", {}, {}
+        names = {"#project": PROJECT_ATTRIBUTE}
         if self.project == DEFAULT_PROJECT:
             # The default project's records carry no project attribute, old and new alike.
-            return f"attribute_not_exists({PROJECT_ATTRIBUTE})", {}
-        return f"{PROJECT_ATTRIBUTE} = :project", {"project": self.project}
+            return "attribute_not_exists(#project)", {}, names
+        return "#project = :project", {"project": self.project}, names
 
     def _project_fields(self) -> dict[str, Any]:
         return {} if self.project in (None, DEFAULT_PROJECT) else {PROJECT_ATTRIBUTE: self.project}
@@ -172,10 +174,11 @@ class DynamoStore:
             filters.append("#status = :status")
             values["status"] = status
         names = {"#status": "status"} if status else {}
-        project_filter, project_values = self.project_filter()
+        project_filter, project_values, project_names = self.project_filter()
         if project_filter:
             filters.append(project_filter)
             values.update(project_values)
+            names |= project_names
 
         def query(index: str, key: str, value: str) -> dict[str, Any]:
             return dict(
@@ -209,11 +212,11 @@ class DynamoStore:
         """Every slot not yet settled that became pending in the last `days` days: the sweeper's list."""
         out: list[dict[str, Any]] = []
         now = self._clock()
-        project_filter, project_values = self.project_filter()
+        project_filter, project_values, project_names = self.project_filter()
         for day in _days_since(now - (days - 1) * 86400, now):
             out += await self._query_all(
                 IndexName=INDEX_BY_PENDING, KeyConditionExpression="#p = :day",
-                ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE},
+                ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE} | project_names,
                 ExpressionAttributeValues=_values(day=day, **project_values),
                 **({"FilterExpression": project_filter} if project_filter else {}))
         return out
@@ -277,12 +280,13 @@ class DynamoStore:
 
     async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
         """Every event and dispatch record of a room name, oldest first."""
-        project_filter, project_values = self.project_filter()
+        project_filter, project_values, project_names = self.project_filter()
         items = await self._query_all(
             IndexName=INDEX_BY_ROOM,
             KeyConditionExpression="room_name = :room AND created_at >= :since",
             ExpressionAttributeValues=_values(room=room_name, since=iso(since), **project_values),
-            **({"FilterExpression": project_filter} if project_filter else {}),
+            **({"FilterExpression": project_filter, "ExpressionAttributeNames": project_names}
+               if project_filter else {}),
         )
         return sorted(items, key=lambda r: r.get("created_at", ""))
 
