@@ -297,10 +297,10 @@ class Settings(BaseSettings):
         return self._projects
 
     def project(self, name: str | None = None) -> Project:
-        """The project `name`; without one, the default project or the only one there is."""
+        """The project `name`; without one, the project named "default", or else the first one
+        (what a caller that knows of one project only, such as `open_pipeline`, gets)."""
         if name is None:
-            name = DEFAULT_PROJECT if DEFAULT_PROJECT in self._projects or len(self._projects) != 1 \
-                else next(iter(self._projects))
+            name = DEFAULT_PROJECT if DEFAULT_PROJECT in self._projects else next(iter(self._projects))
         try:
             return self._projects[name]
         except KeyError:
