@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -79,14 +80,34 @@ class Projects:
         key, secret = next(iter(SERVER_KEYS[project].items()))
         return api.LiveKitAPI(livekit_url(project), key, secret)
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def cli_process(self, *args: str) -> subprocess.CompletedProcess:
+        """`switchboard ARGS` as its own process, as an operator runs it."""
         return subprocess.run([sys.executable, "-m", "handler.cli", *args], cwd=ROOT,
-                              env={**os.environ, **(env or self.env)}, capture_output=True, text=True, timeout=120)
+                              env={**os.environ, **self.env}, capture_output=True, text=True, timeout=120)
 
-    def logs(self, *args: str) -> list[dict]:
-        done = self.cli("logs", "--json", *args)
+    async def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return await run_cli(env or self.env, *args)
+
+    async def logs(self, *args: str) -> list[dict]:
+        done = await self.cli("logs", "--json", *args)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
+
+
+async def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`switchboard ARGS` (logs, explain) in this process: the same main(), without a second or more
+    of imports per call. Its own thread, for the event loop asyncio.run makes."""
+    from handler.cli import main
+
+    out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = await asyncio.to_thread(main, list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -147,22 +168,23 @@ async def test_a_room_name_in_both_projects_is_dispatched_in_its_own_server_only
         assert {json.loads(d.metadata)["room_sid"] for d in listed} == {rooms[project].sid}
 
     # The log keeps them apart, and --project filters.
-    alpha, beta = projects.logs("--room", name, "--project", "alpha"), projects.logs("--room", name, "--project", "beta")
+    alpha = await projects.logs("--room", name, "--project", "alpha")
+    beta = await projects.logs("--room", name, "--project", "beta")
     assert {(r["project"], r["room_sid"], r["agent_name"], r["status"]) for r in alpha} == {
         ("alpha", rooms["alpha"].sid, "driver", "DISPATCHED"), ("alpha", rooms["alpha"].sid, "dispatcher", "DISPATCHED")}
     assert {(r["project"], r["room_sid"], r["agent_name"], r["status"]) for r in beta} == {
         ("beta", rooms["beta"].sid, "driver", "DISPATCHED"), ("beta", rooms["beta"].sid, "dispatcher", "REJECTED")}
     assert {d.id for d in found["alpha"]} == {r["dispatch_id"] for r in alpha}
-    assert len(projects.logs("--room", name)) == 4
+    assert len(await projects.logs("--room", name)) == 4
 
     # Without --project, the text log shows which project each line is of.
-    text = projects.cli("logs", "--room", name, env=projects.env | {"COLUMNS": "100"})
+    text = await projects.cli("logs", "--room", name, env=projects.env | {"COLUMNS": "100"})
     assert text.returncode == 0, text.stderr
     assert "project" in text.stdout and "alpha" in text.stdout and "beta" in text.stdout
     # explain must be told which of the two rooms of that name is meant.
-    ambiguous = projects.cli("explain", "--room", name)
+    ambiguous = await projects.cli("explain", "--room", name)
     assert ambiguous.returncode == 2 and "--project" in ambiguous.stderr
-    answer = projects.cli("explain", "--room", name, "--project", "beta", "--agent", "dispatcher")
+    answer = await projects.cli("explain", "--room", name, "--project", "beta", "--agent", "dispatcher")
     assert answer.returncode == 0 and rooms["beta"].sid in answer.stdout and rooms["alpha"].sid not in answer.stdout
 
 
@@ -177,7 +199,7 @@ async def test_another_projects_key_cannot_touch_a_room(projects, name):
     assert ended.status_code == started.status_code == 200, (ended.text, started.text)
     # Alpha's room still has its one dispatch, and alpha's slot is untouched.
     assert [d.id for d in await dispatches(projects, "alpha", name)] == [dispatch.id]
-    [record] = projects.logs("--room", name, "--project", "alpha")
+    [record] = await projects.logs("--room", name, "--project", "alpha")
     assert (record["status"], record["dispatch_id"]) == ("DISPATCHED", dispatch.id)
     # What beta's key asked for happened in beta's own server (CreateDispatch made the room there).
     assert [json.loads(d.metadata)["instructions"] for d in await dispatches(projects, "beta", name)] == ["obey me"]
@@ -267,7 +289,7 @@ async def test_a_project_whose_server_is_down_fails_alone(projects, name):
     async with projects.lk("alpha") as lk:
         await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(
             room=late, metadata=json.dumps({"agents": [{"name": "dispatcher"}]})))
-    done = projects.cli("sweep", "--json")
+    done = projects.cli_process("sweep", "--json")
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     assert report["errors"] and all(e.startswith("project beta: LiveKit's rooms could not be listed")
@@ -281,7 +303,7 @@ async def test_a_project_whose_server_is_down_fails_alone(projects, name):
     assert [m["Project"] for m in failed] == ["beta"]
     assert failed[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "Project"], ["service"]]
     # `sweep --project alpha` alone succeeds.
-    only = projects.cli("sweep", "--json", "--project", "alpha")
+    only = projects.cli_process("sweep", "--json", "--project", "alpha")
     assert only.returncode == 0, only.stdout + only.stderr
 
 
@@ -333,8 +355,6 @@ async def test_the_same_room_sid_in_two_projects_is_two_rooms_and_the_default_ke
         assert all(r.get("project") == "alpha" for r in await alpha.pending(2))
         assert all("project" not in r for r in await default.pending(2))
     # And the CLI: --project default reads the old record, as it always read it.
-    done = subprocess.run([sys.executable, "-m", "handler.cli", "logs", "--json", "--room", room, "--project",
-                           "default", "--since", "400d"], cwd=ROOT, env={**os.environ, **aws},
-                          capture_output=True, text=True, timeout=60)
+    done = await run_cli(aws, "logs", "--json", "--room", room, "--project", "default", "--since", "400d")
     assert done.returncode == 0, done.stderr
     assert [(r["project"], r["dispatch_id"]) for r in json.loads(done.stdout)] == [("default", "AD_old")]
