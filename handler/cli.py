@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--routing", type=Path, help="the routing file (default SWITCHBOARD_ROUTING_FILE)")
     check.add_argument("--allow", help="the allowlist, comma-separated (default SWITCHBOARD_ALLOWED_AGENTS)")
     check.add_argument("--strict", action="store_true", help="also exit 1 if the policy rejects an agent")
+    check.add_argument("--project", help="decide with this project's allowlist and routing file, where it has its own")
     check.add_argument("--json", action="store_true")
 
     commands.add_parser("schema", help="the room-metadata contract as JSON Schema")
@@ -217,6 +218,13 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
         metadata = sys.stdin.read()
     else:
         metadata = args.metadata
+    if args.project:
+        _check_projects(settings, [args.project])
+        project = settings.project(args.project)
+        if project.allowed_agents is not None:
+            settings = settings.model_copy(update={"allowed_agents": project.allowed_agents})
+        if project.routing_file is not None:
+            settings = settings.model_copy(update={"routing_file": project.routing_file})
     if args.allow is not None:
         settings = settings.model_copy(update={"allowed_agents": frozenset(
             a.strip() for a in args.allow.split(",") if a.strip())})

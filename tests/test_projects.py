@@ -358,3 +358,14 @@ async def test_the_same_room_sid_in_two_projects_is_two_rooms_and_the_default_ke
     done = await run_cli(aws, "logs", "--json", "--room", room, "--project", "default", "--since", "400d")
     assert done.returncode == 0, done.stderr
     assert [(r["project"], r["dispatch_id"]) for r in json.loads(done.stdout)] == [("default", "AD_old")]
+
+
+async def test_check_decides_with_a_projects_own_allowlist():
+    env = env_of(projects_config())
+    wants = '{"agents": [{"name": "dispatcher"}]}'
+    deployment, beta = await run_cli(env, "check", wants), await run_cli(env, "check", wants, "--project", "beta")
+    assert deployment.returncode == beta.returncode == 0, deployment.stderr + beta.stderr
+    assert "1 agent(s) to dispatch" in deployment.stdout
+    assert "0 agent(s) to dispatch, 1 rejected" in beta.stdout and "(allowlist: driver;" in beta.stdout
+    unknown = await run_cli(env, "check", wants, "--project", "gamma")
+    assert unknown.returncode == 2 and "no project 'gamma'" in unknown.stderr
