@@ -110,7 +110,8 @@ async def open_pipelines(settings: Settings, *, routing: Routing | None = None, 
     """A Pipeline per project, by name: one DynamoDB client for all, and each project's own
     LiveKit client (its URL, its dispatch key), created once and closed with the block.
 
-    A `livekit` or `routing` passed in is the default project's (tests inject them).
+    A `livekit` passed in is the default project's (tests inject one); a `routing` passed in
+    is the deployment's, for every project without a routing file of its own.
     """
     async with contextlib.AsyncExitStack() as stack:
         if store is None:
@@ -126,8 +127,10 @@ async def open_pipelines(settings: Settings, *, routing: Routing | None = None, 
             if client is None:
                 client = LiveKitDispatcher(settings, project)
                 stack.push_async_callback(client.aclose)
-            project_routing = routing if routing is not None and name == default and not project.routing_file \
-                else Routing.load(project.routing_file or settings.routing_file)
+            # The deployment's routing (loaded once, by create_app, so a broken file fails start-up),
+            # unless the project has a file of its own.
+            project_routing = Routing.load(project.routing_file) if project.routing_file else \
+                routing if routing is not None else Routing.load(settings.routing_file)
             pipelines[name] = Pipeline(project_settings(settings, project), store_for(store, name), client,
                                        project_routing)
         yield pipelines
