@@ -136,3 +136,15 @@ def test_the_legacy_variables_beside_projects_must_agree_with_them(monkeypatch):
     monkeypatch.setenv("SWITCHBOARD_WEBHOOK_KEYS", "k:webhook-secret-value")
     with pytest.raises(ValidationError, match="cannot be used with SWITCHBOARD_PROJECTS"):
         Settings()
+
+
+def test_the_readmes_two_project_example_is_a_valid_configuration(monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Several LiveKit projects", 1)[1]
+    example = section.split("```json\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("SWITCHBOARD_PROJECTS", example)
+    settings = Settings()
+    assert sorted(settings.projects) == ["production", "staging"]
+    assert settings.project("production").api_key == "APIprodNew"
