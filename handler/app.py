@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
     def ready(message: str) -> None:
         live = instance.settings
         log.info(message, extra={"table": live.table_name, "signing_keys": instance.verifier.key_ids,
+                                 "projects": {name: sorted(p.keys) for name, p in live.projects.items()},
                                  "allowed_agents": sorted(live.allowed_agents)})
 
     @contextlib.asynccontextmanager
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
                 raise Unauthorized("missing Authorization token")
             check_content_type(request.headers.get("content-type"))
             body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_seconds)
-            event = verifier.verify(body, request.headers.get("authorization"))
+            event, key = verifier.verify_signed(body, request.headers.get("authorization"))
         except WebhookRejected as exc:
             log.warning("webhook refused", extra={"status": exc.status, "error": str(exc)})
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
@@ -100,7 +101,8 @@ def create_app(settings: Settings | None = None, *, store: DispatchStore | None 
         correlation_id.set(event.id)
         try:
             async with asyncio.timeout(settings.webhook_budget_seconds):
-                outcome = await instance.pipeline.handle(event)
+                # The key that signed it is the project's: its LiveKit, its records, nobody else's.
+                outcome = await instance.pipeline_for_key(key).handle(event)
         except TimeoutError:
             # A claim cut short stays CLAIMED under its lease; the re-delivery (or the
             # sweeper) takes it over and looks in LiveKit before creating again.

@@ -15,7 +15,7 @@ from typing import Any
 
 from .claims import RECORD_FIELDS, Status, StoreUnavailable
 from .durations import parse_duration
-from .settings import Settings
+from .settings import DEFAULT_PROJECT, Settings
 from .store_hint import store_hint as _store_hint
 
 
@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--since", type=parse_duration, default=parse_duration(since),
                        help=f"how far back, e.g. 15m, 1h, 7d (default {since})")
         p.add_argument("--limit", type=int, default=1000)
+        project_option(p)
+
+    def project_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--project", help="only this LiveKit project's records (default: every project)")
 
     logs = commands.add_parser("logs", help="the dispatch log, newest first")
     filters(logs, "24h")
@@ -52,11 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--agent", help="answer in one paragraph why this agent is or is not in the room")
     explain.add_argument("--since", type=parse_duration, default=parse_duration("7d"))
     explain.add_argument("--json", action="store_true")
+    project_option(explain)
 
     sweep = commands.add_parser("sweep", help="re-dispatch unconfirmed agents, reconcile active rooms")
     sweep.add_argument("--every", type=parse_duration, help="repeat forever at this interval, e.g. 5s")
     sweep.add_argument("--json", action="store_true",
                        help="the report as JSON on stdout (one document per pass); logs and metrics go to stderr")
+    sweep.add_argument("--project", action="append", help="sweep only this project (repeatable; default: every one)")
 
     check = commands.add_parser("check", help="dry run: what would this room metadata dispatch, and why?")
     check.add_argument("metadata", nargs="?", help="the room metadata (JSON); '-' or nothing reads stdin")
@@ -69,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--routing", type=Path, help="the routing file (default SWITCHBOARD_ROUTING_FILE)")
     check.add_argument("--allow", help="the allowlist, comma-separated (default SWITCHBOARD_ALLOWED_AGENTS)")
     check.add_argument("--strict", action="store_true", help="also exit 1 if the policy rejects an agent")
+    check.add_argument("--project", help="decide with this project's allowlist and routing file, where it has its own")
     check.add_argument("--json", action="store_true")
 
     commands.add_parser("schema", help="the room-metadata contract as JSON Schema")
@@ -137,6 +144,8 @@ def _quiet_dev_key(settings: Settings) -> None:
 
 
 def _require_livekit(settings: Settings, command: str) -> None:
+    if settings.configured_projects is not None:
+        return  # every project has a dispatch key, checked when the settings were read
     missing = [name for name, value in (("LIVEKIT_API_KEY", settings.livekit_api_key),
                                         ("LIVEKIT_API_SECRET", settings.livekit_api_secret.get_secret_value()))
                if not value]
@@ -145,6 +154,13 @@ def _require_livekit(settings: Settings, command: str) -> None:
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; `{command}` calls LiveKit at "
             f"{settings.livekit_url} (LIVEKIT_URL). Set them, or SWITCHBOARD_LIVEKIT_SECRET_ARN to a Secrets "
             "Manager secret holding them; for the local stack, `make dev` prints the line to export")
+
+
+def _check_projects(settings: Settings, names: list[str] | None) -> None:
+    unknown = [n for n in names or [] if n not in settings.projects]
+    if unknown:
+        raise MissingConfiguration(f"no project {', '.join(map(repr, unknown))}; the projects are "
+                                   f"{', '.join(sorted(settings.projects))} (SWITCHBOARD_PROJECTS)")
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
@@ -181,6 +197,13 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
         metadata = sys.stdin.read()
     else:
         metadata = args.metadata
+    if args.project:
+        _check_projects(settings, [args.project])
+        project = settings.project(args.project)
+        if project.allowed_agents is not None:
+            settings = settings.model_copy(update={"allowed_agents": project.allowed_agents})
+        if project.routing_file is not None:
+            settings = settings.model_copy(update={"routing_file": project.routing_file})
     if args.allow is not None:
         settings = settings.model_copy(update={"allowed_agents": frozenset(
             a.strip() for a in args.allow.split(",") if a.strip())})
@@ -220,11 +243,12 @@ async def _table_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from .dynamo import DynamoStore
     from .observability import configure_logging, send_metrics_to
-    from .pipeline import open_pipeline
-    from .sweeper import Sweeper
+    from .sweeps import sweep_every, sweep_projects
 
     _require_livekit(settings, "sweep")
+    _check_projects(settings, args.project)
     if args.json:
         # stdout is the report: the log lines and the EMF metric lines go to stderr.
         configure_logging(settings.log_level, stream=sys.stderr)
@@ -236,29 +260,37 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(report.as_dict()), flush=True)
 
-    async with open_pipeline(settings) as pipeline:
-        sweeper = Sweeper(pipeline)
+    async with DynamoStore.open(settings) as store:
         if not args.every:
-            report = await sweeper.sweep()
+            report = await sweep_projects(settings, store=store, only=args.project)
             show(report)
             return 1 if report.errors else 0
-        # SIGTERM (a container stopping) or Ctrl-C ends the loop between passes.
+        # SIGTERM (a container stopping) or Ctrl-C ends the loop between passes. Each pass reads
+        # the settings and the secret again, so a rotated key reaches a long-running sweeper.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await sweeper.run_every(args.every, stop, show)
+        await sweep_every(args.every, stop, store=store, only=args.project, on_report=show)
         return 0
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {name: record.get(name, "" if name != "attempts" else 0) for name in RECORD_FIELDS}
+    out = {name: record.get(name, "" if name != "attempts" else 0) for name in RECORD_FIELDS}
+    # A record of the default project has no project attribute (table.py): it is "default"'s.
+    return {"project": record.get("project") or DEFAULT_PROJECT} | out
+
+
+def _reader(settings: Settings, project: str | None):  # type: ignore[no-untyped-def]
+    """A read-only store of one project, or of every project (None)."""
+    from .dynamo import DynamoStore
+
+    _check_projects(settings, [project] if project else None)
+    return DynamoStore.open(settings, project=project)
 
 
 async def _logs(settings: Settings, args: argparse.Namespace) -> int:
-    from .dynamo import DynamoStore
-
-    async with DynamoStore.open(settings) as store:
+    async with _reader(settings, args.project) as store:
         records = await store.query_log(room=args.room, agent=args.agent, status=args.status,
                                         since=time.time() - args.since, limit=args.limit)
     rows = [_public(r) for r in records]
@@ -268,15 +300,21 @@ async def _logs(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     from .review.text import console, logs_table
 
-    console().print(logs_table(rows, wide=args.wide))
+    # The project column, once there is more than one project to tell apart.
+    several = len(settings.projects) > 1 or any(r["project"] != DEFAULT_PROJECT for r in rows)
+    console().print(logs_table(rows, wide=args.wide, project=several))
     return 0
 
 
 async def _explain(settings: Settings, args: argparse.Namespace) -> int:
-    from .dynamo import DynamoStore
-
-    async with DynamoStore.open(settings) as store:
+    async with _reader(settings, args.project) as store:
         records = await store.room_timeline(args.room, since=time.time() - args.since)
+    projects = sorted({r.get("project") or DEFAULT_PROJECT for r in records})
+    if len(projects) > 1:
+        # Two projects' rooms may share a name: which one is meant must be said.
+        print(f"switchboard explain: room {args.room!r} is in several projects ({', '.join(projects)}); "
+              "pick one with --project", file=sys.stderr)
+        return 2
     if args.agent:
         from .review.answer import explain_agent
 

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from .policy import PlannedDispatch
-from .settings import Settings
+from .settings import Project, Settings
 
 
 class LiveKitError(Exception):
@@ -31,8 +31,11 @@ class LiveKitRejected(LiveKitError):
 
 
 class LiveKitDispatcher:
-    def __init__(self, settings: Settings) -> None:
+    """One LiveKit project's server, called with that project's dispatch key."""
+
+    def __init__(self, settings: Settings, project: Project | None = None) -> None:
         self._settings = settings
+        self.project = project or settings.project()
         self._api: Any = None
 
     def _client(self) -> Any:
@@ -42,9 +45,9 @@ class LiveKitDispatcher:
             from livekit import api
 
             self._api = api.LiveKitAPI(
-                self._settings.livekit_url,
-                self._settings.livekit_api_key,
-                self._settings.livekit_api_secret.get_secret_value(),
+                self.project.url,
+                self.project.api_key,
+                self.project.api_secret,
                 timeout=aiohttp.ClientTimeout(total=self._settings.livekit_timeout_seconds),
                 # The SDK's own failover replays CreateDispatch on 5xx, which could
                 # put a second agent in the room. Retries are the claim's job.

@@ -7,6 +7,7 @@ Lambda instances) can race on a slot and exactly one of them wins.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -28,7 +29,7 @@ from .claims import (
     StoreUnavailable,
 )
 from .policy import PlannedDispatch, Rule
-from .settings import Settings
+from .settings import DEFAULT_PROJECT, Settings
 from .table import (
     INDEX_BY_AGENT,
     INDEX_BY_DAY,
@@ -36,6 +37,7 @@ from .table import (
     INDEX_BY_ROOM,
     PENDING_ATTRIBUTE,
     PK,
+    PROJECT_ATTRIBUTE,
     SESSION_SK,
     SK,
     TTL_ATTRIBUTE,
@@ -103,13 +105,44 @@ def _values(**values: Any) -> dict[str, Any]:
 
 
 class DynamoStore:
-    """DispatchStore backed by one DynamoDB table (see table.py)."""
+    """DispatchStore backed by one DynamoDB table (see table.py), for one LiveKit project.
 
-    def __init__(self, client: Any, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    Every key it writes and every index it reads is its project's (`project`). A store of
+    project None writes nothing and reads every project's records: the CLI's and the page's.
+    """
+
+    def __init__(self, client: Any, settings: Settings, *, clock: Callable[[], float] = time.time,
+                 project: str | None = DEFAULT_PROJECT) -> None:
         self._db = client
         self._table = settings.table_name
         self._settings = settings
         self._clock = clock
+        self.project = project
+
+    def for_project(self, project: str | None) -> DynamoStore:
+        """The same table and client, for another project."""
+        other = copy.copy(self)
+        other.project = project
+        return other
+
+    def room_pk(self, room_sid: str) -> str:
+        if self.project is None:
+            raise RuntimeError("a store of every project only reads: pick a project to write")
+        return room_pk(room_sid, self.project)
+
+    def project_filter(self) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """A FilterExpression, its values and its names, that keeps this project's records of a
+        shared index ("project" is a DynamoDB reserved word: it goes through a placeholder)."""
+        if self.project is None:
+            return "", {}, {}
+        names = {"#project": PROJECT_ATTRIBUTE}
+        if self.project == DEFAULT_PROJECT:
+            # The default project's records carry no project attribute, old and new alike.
+            return "attribute_not_exists(#project)", {}, names
+        return "#project = :project", {"project": self.project}, names
+
+    def _project_fields(self) -> dict[str, Any]:
+        return {} if self.project in (None, DEFAULT_PROJECT) else {PROJECT_ATTRIBUTE: self.project}
 
     # --- construction -----------------------------------------------------
 
@@ -125,7 +158,7 @@ class DynamoStore:
     async def load_slots(self, room_sid: str) -> dict[str, dict[str, Any]]:
         items = await self._query_all(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=_values(pk=room_pk(room_sid), prefix="DISPATCH#"),
+            ExpressionAttributeValues=_values(pk=self.room_pk(room_sid), prefix="DISPATCH#"),
             ConsistentRead=True,
         )
         return {item["sk"]: item for item in items}
@@ -141,6 +174,11 @@ class DynamoStore:
             filters.append("#status = :status")
             values["status"] = status
         names = {"#status": "status"} if status else {}
+        project_filter, project_values, project_names = self.project_filter()
+        if project_filter:
+            filters.append(project_filter)
+            values.update(project_values)
+            names |= project_names
 
         def query(index: str, key: str, value: str) -> dict[str, Any]:
             return dict(
@@ -174,10 +212,13 @@ class DynamoStore:
         """Every slot not yet settled that became pending in the last `days` days: the sweeper's list."""
         out: list[dict[str, Any]] = []
         now = self._clock()
+        project_filter, project_values, project_names = self.project_filter()
         for day in _days_since(now - (days - 1) * 86400, now):
             out += await self._query_all(
                 IndexName=INDEX_BY_PENDING, KeyConditionExpression="#p = :day",
-                ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE}, ExpressionAttributeValues=_values(day=day))
+                ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE} | project_names,
+                ExpressionAttributeValues=_values(day=day, **project_values),
+                **({"FilterExpression": project_filter} if project_filter else {}))
         return out
 
     async def settle(self, record: dict[str, Any], status: Status, reason: str, *,
@@ -239,10 +280,13 @@ class DynamoStore:
 
     async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
         """Every event and dispatch record of a room name, oldest first."""
+        project_filter, project_values, project_names = self.project_filter()
         items = await self._query_all(
             IndexName=INDEX_BY_ROOM,
             KeyConditionExpression="room_name = :room AND created_at >= :since",
-            ExpressionAttributeValues=_values(room=room_name, since=iso(since)),
+            ExpressionAttributeValues=_values(room=room_name, since=iso(since), **project_values),
+            **({"FilterExpression": project_filter, "ExpressionAttributeNames": project_names}
+               if project_filter else {}),
         )
         return sorted(items, key=lambda r: r.get("created_at", ""))
 
@@ -314,7 +358,7 @@ class DynamoStore:
         cap = self._settings.max_agents_per_room
         return {"Update": {
             "TableName": self._table,
-            "Key": to_item({PK: room_pk(planned.room_sid), SK: SESSION_SK}),
+            "Key": to_item({PK: self.room_pk(planned.room_sid), SK: SESSION_SK}),
             "UpdateExpression": "ADD open_slots :slotset SET room_name = if_not_exists(room_name, :room), "
                                 "record_type = :rt, expires_at = :ttl",
             "ConditionExpression": "attribute_not_exists(open_slots) OR size(open_slots) < :cap "
@@ -328,7 +372,7 @@ class DynamoStore:
     async def _room_is_full(self, planned: PlannedDispatch) -> None:
         """Raise RoomCapReached, unless the session's set of open slots holds slots that have
         settled since (a release that never ran): then rewrite the set from the slots and return."""
-        pk = room_pk(planned.room_sid)
+        pk = self.room_pk(planned.room_sid)
         try:
             session = await self._db.get_item(TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
                                               ConsistentRead=True)
@@ -438,14 +482,14 @@ class DynamoStore:
         await self._owner_update(claim, Status.FAILED, dict(error=error[:2000], failed_at=now, retryable=retryable),
                                  remove=() if retryable else (PENDING_ATTRIBUTE,))
         if not retryable:
-            await self._release(room_pk(claim.planned.room_sid), claim.planned.slot)
+            await self._release(self.room_pk(claim.planned.room_sid), claim.planned.slot)
 
     async def _owner_update(self, claim: Claim, status: Status, fields: dict[str, Any],
                             remove: tuple[str, ...] = ()) -> None:
         fields = fields | {"status": status.value, "updated_at": iso(self._clock())}
         names = {f"#{k}": k for k in fields}
         written, current = await self._conditional_update(
-            room_pk(claim.planned.room_sid), claim.planned.slot,
+            self.room_pk(claim.planned.room_sid), claim.planned.slot,
             UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
             + " REMOVE " + ", ".join(("lease_expires_at", *remove)),
             ConditionExpression="#owner = :me AND #status = :claimed",
@@ -474,7 +518,7 @@ class DynamoStore:
         the slot has since replaced must not confirm its successor."""
         now = iso(self._clock())
         written, _ = await self._conditional_update(
-            room_pk(room_sid), slot,
+            self.room_pk(room_sid), slot,
             UpdateExpression="SET #status = :joined, joined_at = :now, updated_at = :now, agent_identity = :ident, "
                              f"agent_sid = :sid REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, missing_since",
             # Only a recorded dispatch can be joined: a CLAIMED slot's owner is still writing its id.
@@ -495,7 +539,7 @@ class DynamoStore:
                 continue
             now = iso(self._clock())
             written, _ = await self._conditional_update(
-                room_pk(room_sid), slot,
+                self.room_pk(room_sid), slot,
                 UpdateExpression="SET #status = :ended, ended_at = :now, updated_at = :now, reason = :why "
                                  f"REMOVE lease_expires_at, {PENDING_ATTRIBUTE}, retryable",
                 ConditionExpression="#status IN (:claimed, :dispatched, :joined) "
@@ -556,6 +600,7 @@ class DynamoStore:
         fields = {k: v for k, v in event_record.items() if k not in (PK, SK, "received_at", "answered")}
         fields["last_received_at"] = iso(now)
         fields["record_type"] = "event"
+        fields.update(self._project_fields())
         fields[TTL_ATTRIBUTE] = int(now + self._settings.event_retention_days * 86400)
         fields = _storable(fields)
         names = {f"#{k}": k for k in fields} | {"#created_at": "created_at", "#day": "day"}
@@ -617,9 +662,10 @@ class DynamoStore:
 
     def _new_record(self, planned: PlannedDispatch, event_id: str, now: float, status: Status) -> dict[str, Any]:
         return {
-            PK: room_pk(planned.room_sid),
+            PK: self.room_pk(planned.room_sid),
             SK: planned.slot,
             "record_type": "dispatch",
+            **self._project_fields(),
             "status": status.value,
             "room_sid": planned.room_sid,
             "room_name": planned.room_name,

@@ -65,10 +65,15 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
 
 
 class Metrics:
-    """Counts and timings for one webhook, flushed as one EMF document."""
+    """Counts and timings for one webhook, flushed as one EMF document.
 
-    def __init__(self, service: str = "switchboard") -> None:
+    `dimensions` (the sweeper's Project) add a second dimension set: each metric is then
+    both per service, as the alarms watch it, and per service and project, which says which.
+    """
+
+    def __init__(self, service: str = "switchboard", dimensions: dict[str, str] | None = None) -> None:
         self._service = service
+        self._dimensions = dict(dimensions or {})
         self._values: dict[str, tuple[float, str]] = {}
 
     def add(self, name: str, value: float, unit: str = "Count") -> None:
@@ -84,11 +89,13 @@ class Metrics:
                 "Timestamp": int(time.time() * 1000),
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [["service"]],
+                    "Dimensions": [["service", *self._dimensions], ["service"]] if self._dimensions
+                    else [["service"]],
                     "Metrics": [{"Name": n, "Unit": u} for n, (_, u) in self._values.items()],
                 }],
             },
             "service": self._service,
+            **self._dimensions,
         }
         document.update(properties)
         document.update({n: v for n, (v, _) in self._values.items()})

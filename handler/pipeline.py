@@ -43,7 +43,7 @@ from .policy import (
     participant_kind,
     planned_from_record,
 )
-from .settings import Settings
+from .settings import DEFAULT_PROJECT, Project, Settings
 from .table import event_sk, room_pk
 
 log = logging.getLogger("switchboard")
@@ -110,17 +110,61 @@ def event_id_of(event: WebhookEvent) -> str:
 
 @contextlib.asynccontextmanager
 async def open_pipeline(settings: Settings, *, routing: Routing | None = None, store: DispatchStore | None = None,
-                        livekit: LiveKitDispatcher | None = None) -> AsyncIterator[Pipeline]:
-    """A Pipeline with its DynamoDB client and LiveKit session open for the block's lifetime."""
+                        livekit: LiveKitDispatcher | None = None,
+                        project: str | None = None) -> AsyncIterator[Pipeline]:
+    """A Pipeline for one project (the default one, or the only one) with its DynamoDB client
+    and LiveKit session open for the block's lifetime."""
+    async with open_pipelines(settings, routing=routing, store=store, livekit=livekit,
+                              only=[settings.project(project).name]) as pipelines:
+        yield next(iter(pipelines.values()))
+
+
+@contextlib.asynccontextmanager
+async def open_pipelines(settings: Settings, *, routing: Routing | None = None, store: DispatchStore | None = None,
+                         livekit: LiveKitDispatcher | None = None,
+                         only: list[str] | None = None) -> AsyncIterator[dict[str, Pipeline]]:
+    """A Pipeline per project, by name: one DynamoDB client for all, and each project's own
+    LiveKit client (its URL, its dispatch key), created once and closed with the block.
+
+    A `livekit` passed in is the default project's (tests inject one); a `routing` passed in
+    is the deployment's, for every project without a routing file of its own.
+    """
     async with contextlib.AsyncExitStack() as stack:
         if store is None:
             from .dynamo import DynamoStore
 
             store = await stack.enter_async_context(DynamoStore.open(settings))
-        if livekit is None:
-            livekit = LiveKitDispatcher(settings)
-            stack.push_async_callback(livekit.aclose)
-        yield Pipeline(settings, store, livekit, routing or Routing.load(settings.routing_file))
+        default = settings.project().name
+        pipelines: dict[str, Pipeline] = {}
+        for name, project in settings.projects.items():
+            if only is not None and name not in only:
+                continue
+            client = livekit if livekit is not None and name == default else None
+            if client is None:
+                client = LiveKitDispatcher(settings, project)
+                stack.push_async_callback(client.aclose)
+            # The deployment's routing (loaded once, by create_app, so a broken file fails start-up),
+            # unless the project has a file of its own.
+            project_routing = Routing.load(project.routing_file) if project.routing_file else \
+                routing if routing is not None else Routing.load(settings.routing_file)
+            pipelines[name] = Pipeline(project_settings(settings, project), store_for(store, name), client,
+                                       project_routing)
+        yield pipelines
+
+
+def project_settings(settings: Settings, project: Project) -> Settings:
+    """The settings a project's rooms are decided by: its own allowlist, if it has one."""
+    if project.allowed_agents is None:
+        return settings
+    return settings.model_copy(update={"allowed_agents": project.allowed_agents})
+
+
+def store_for(store: DispatchStore, project: str) -> DispatchStore:
+    """The store's view of one project (a store without projects is the default one's)."""
+    for_project = getattr(store, "for_project", None)
+    if for_project is None:
+        return store
+    return for_project(project) if getattr(store, "project", None) != project else store
 
 
 class Pipeline:
@@ -131,6 +175,9 @@ class Pipeline:
         self.store = store
         self.livekit = livekit
         self.routing = routing
+        # The project whose webhooks this pipeline answers: its store's (a store without
+        # projects is the default project's).
+        self.project: str = getattr(store, "project", None) or DEFAULT_PROJECT
 
     async def handle(self, event: WebhookEvent, *, source: str = "webhook") -> Outcome:
         """Act on one verified event and record it. Raises StoreUnavailable if the log is down.
@@ -187,7 +234,7 @@ class Pipeline:
         finally:
             metrics.flush()
         log.info(f"{source} event handled", extra={
-            "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
+            "project": self.project, "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
             "decision": decision.summary(), "outcome": outcome.as_dict()})
         return outcome
 
@@ -487,7 +534,7 @@ class Pipeline:
 
     def _event_key(self, event: WebhookEvent) -> tuple[str, str]:
         """(pk, sk) of the event's record: the one place both the replay check and the record use."""
-        return room_pk(event.room.sid or "-"), event_sk(event_id_of(event))
+        return room_pk(event.room.sid or "-", self.project), event_sk(event_id_of(event))
 
     def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome) -> dict[str, Any]:
         participant = event.participant if event.HasField("participant") else None

@@ -26,13 +26,13 @@ from .aws_secrets import forget_secrets
 from .claims import DispatchStore
 from .contract import Routing
 from .dispatcher import LiveKitDispatcher
-from .pipeline import Pipeline, open_pipeline
+from .pipeline import Pipeline, open_pipelines
 from .settings import Settings
 from .verify import WebhookVerifier
 
 
 class Instance:
-    """The settings, verifier and open pipeline of one handler process."""
+    """The settings, verifier and open pipelines (one per LiveKit project) of one handler process."""
 
     def __init__(self, settings: Settings, routing: Routing, *, store: DispatchStore | None = None,
                  dispatcher: LiveKitDispatcher | None = None,
@@ -43,23 +43,32 @@ class Instance:
         self._store, self._dispatcher = store, dispatcher
         self._renew_settings = renew_settings
         self._exits: contextlib.AsyncExitStack | None = None
-        self._pipeline: Pipeline | None = None
+        self._pipelines: dict[str, Pipeline] | None = None
         self.restores = 0
 
     @property
-    def pipeline(self) -> Pipeline:
-        if self._pipeline is None:
+    def pipelines(self) -> dict[str, Pipeline]:
+        if self._pipelines is None:
             raise RuntimeError("the handler's clients are closed (between a SnapStart checkpoint and its restore)")
-        return self._pipeline
+        return self._pipelines
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The default project's (or the only project's) pipeline."""
+        return self.pipelines[self.settings.project().name]
+
+    def pipeline_for_key(self, key: str) -> Pipeline:
+        """The pipeline of the project the signing key belongs to: its LiveKit, its records."""
+        return self.pipelines[self.settings.project_of_key[key]]
 
     async def open(self) -> None:
         exits = contextlib.AsyncExitStack()
-        self._pipeline = await exits.enter_async_context(open_pipeline(
+        self._pipelines = await exits.enter_async_context(open_pipelines(
             self.settings, routing=self._routing, store=self._store, livekit=self._dispatcher))
         self._exits = exits
 
     async def close(self) -> None:
-        exits, self._exits, self._pipeline = self._exits, None, None
+        exits, self._exits, self._pipelines = self._exits, None, None
         if exits is not None:
             await exits.aclose()
 

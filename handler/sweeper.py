@@ -73,7 +73,8 @@ class Sweeper:
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()
-        metrics = Metrics()
+        # Per project too: the alarms watch the service's sum, the Project dimension says which.
+        metrics = Metrics(dimensions={"Project": self.pipeline.project})
         rooms = _LiveRooms(self.livekit)
         try:
             try:
@@ -99,7 +100,8 @@ class Sweeper:
         finally:
             metrics.add("SweepErrors", len(report.errors))
             metrics.flush()
-            log.info("sweep done", extra=report.as_dict() | {"details": report.details[:50]})
+            log.info("sweep done", extra=report.as_dict() | {"details": report.details[:50],
+                                                            "project": self.pipeline.project})
         return report
 
     async def run_every(self, interval: float, stop: asyncio.Event,

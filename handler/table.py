@@ -11,7 +11,16 @@ Layout (single table):
     pk = "ROOM#<room sid>"  sk = "EVENT#<event id>"                 one received webhook
 
 A room sid names one session of a room, so slots never leak across sessions of
-a reused room name. The indexes answer the review questions:
+a reused room name. Several LiveKit projects share the table: a project other than
+"default" puts its name before every key of its rooms, and marks each of its records
+with a `project` attribute, so two projects' rooms can share a name or even a sid:
+
+    pk = "PROJECT#<project>#ROOM#<room sid>"   sk as above            project <project>'s records
+
+The "default" project keeps the layout above, with no `project` attribute: a table
+written before projects existed is the default project's, as it was (upgrade in place).
+The indexes are shared: reads through them filter on `project` (store.project_filter).
+The indexes answer the review questions:
 
     by_room   room_name + created_at    "what happened in room X?" (every session)
     by_day    day + created_at          "what happened in this time window?" across rooms
@@ -76,8 +85,15 @@ def create_table_request(table_name: str) -> dict[str, Any]:
     }
 
 
-def room_pk(room_sid: str) -> str:
-    return f"ROOM#{room_sid}"
+DEFAULT_PROJECT = "default"  # the same as settings.DEFAULT_PROJECT; table.py imports nothing
+PROJECT_ATTRIBUTE = "project"
+
+
+def room_pk(room_sid: str, project: str = DEFAULT_PROJECT) -> str:
+    if project == DEFAULT_PROJECT:
+        return f"ROOM#{room_sid}"
+    # Project names hold no "#" (settings.PROJECT_NAME_PATTERN): no pk of one project is another's.
+    return f"PROJECT#{project}#ROOM#{room_sid}"
 
 
 def dispatch_sk(agent_name: str, participant_identity: str = "") -> str:

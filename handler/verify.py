@@ -3,7 +3,9 @@
 LiveKit signs each webhook with a JWT in the Authorization header (the raw
 token, no "Bearer"), issued by an API key and carrying the base64 sha256 of the
 exact body. We pick the secret by the token's issuer, so several keys work at
-once: key rotation, and several LiveKit projects feeding one deployment.
+once: key rotation, and several LiveKit projects feeding one deployment. The key
+that signed a webhook is handed back with the event: it selects the project whose
+LiveKit and records the webhook acts on (a key belongs to one project only).
 
 The JWT itself is checked by livekit-api's TokenVerifier. We compare the body
 hash here rather than through WebhookReceiver.receive, because that takes the
@@ -68,8 +70,13 @@ class WebhookVerifier:
         return sorted(self._verifiers)
 
     def verify(self, body: bytes, authorization: str | None) -> WebhookEvent:
+        return self.verify_signed(body, authorization)[0]
+
+    def verify_signed(self, body: bytes, authorization: str | None) -> tuple[WebhookEvent, str]:
+        """The event and the API key that signed it."""
         token = _token_of(authorization)
-        verifier = self._verifiers.get(_issuer(token))
+        key = _issuer(token)
+        verifier = self._verifiers.get(key)
         if verifier is None:
             raise Unauthorized("token is signed with an unknown API key")
         try:
@@ -90,7 +97,7 @@ class WebhookVerifier:
             raise Unauthorized("token's body hash is not base64") from None
         if not hmac.compare_digest(hashlib.sha256(body).digest(), expected):
             raise Unauthorized("body does not match the signed hash")
-        return parse_event(body)
+        return parse_event(body), key
 
 
 def parse_event(body: bytes) -> WebhookEvent:

@@ -238,21 +238,25 @@ class Stack:
         wait_until(lambda: port_open(self.ports.dynamodb), service)
         return service
 
-    def livekit_config(self, webhook_urls: list[str], keys: Mapping[str, str] | None = None) -> Path:
+    def livekit_config(self, webhook_urls: list[str], keys: Mapping[str, str] | None = None,
+                       webhook_key: str | None = None) -> Path:
         config = yaml.safe_load((INFRA / "livekit.yaml").read_text())
         config["port"] = self.ports.livekit
         config["rtc"].update(tcp_port=self.ports.livekit_rtc_tcp, udp_port=self.ports.livekit_udp)
         config["webhook"]["urls"] = webhook_urls
         if keys:
             config["keys"] = dict(keys)
+        if webhook_key:
+            config["webhook"]["api_key"] = webhook_key  # the key LiveKit signs its webhooks with
         path = self.run_dir / "livekit.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config))
         return path
 
-    def start_livekit(self, webhook_urls: list[str] | None = None, keys: Mapping[str, str] | None = None) -> Service:
+    def start_livekit(self, webhook_urls: list[str] | None = None, keys: Mapping[str, str] | None = None,
+                      webhook_key: str | None = None) -> Service:
         require_fetched()
-        config = self.livekit_config(webhook_urls or [f"{self.ports.handler_url}/webhook"], keys)
+        config = self.livekit_config(webhook_urls or [f"{self.ports.handler_url}/webhook"], keys, webhook_key)
         service = self._start(Service("livekit-server", [str(LIVEKIT_BIN), "--dev", "--config", str(config)],
                                       self.run_dir / "livekit.log"))
         wait_until(lambda: http_ok(self.ports.livekit_url), service)

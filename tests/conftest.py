@@ -35,6 +35,11 @@ REVIEW_UI_PORT = 18100 + _OFFSET
 WORKER_HEALTH_PORTS = tuple(18085 + _OFFSET + i for i in range(5))
 # toxiproxy's API, its two proxies, and the handler that talks through them.
 FAULT_PORTS = tuple(18090 + _OFFSET + i for i in range(4))
+# tests/test_projects.py: two more livekit-servers (projects alpha and beta: tcp, rtc tcp, udp each)
+# and the handlers of several projects that both send their webhooks to.
+PROJECT_LIVEKIT_PORTS = {"alpha": (17890 + _OFFSET, 17891 + _OFFSET, 17892 + _OFFSET),
+                         "beta": (17893 + _OFFSET, 17894 + _OFFSET, 17895 + _OFFSET)}
+PROJECTS_HANDLER_PORTS = (18110 + _OFFSET, 18111 + _OFFSET)
 # A second signing key the handler accepts beside LiveKit's devkey (rotation, or a second project).
 SECOND_KEY, SECOND_SECRET = "rotatedkey", "a-second-secret-that-is-long-enough-for-hs256"
 # Run as a module from the repository root: it shares worker.joining with the real workers.

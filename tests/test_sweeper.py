@@ -136,7 +136,6 @@ def test_the_lambda_entry_point_runs_one_sweep(local_stack, aws, monkeypatch, ro
 
     for key, value in local_stack.env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(sweep_lambda, "_settings", None)
 
     async def room_with_late_metadata():
         async with lk_api(local_stack.livekit_url) as lk:

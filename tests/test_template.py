@@ -834,3 +834,28 @@ def test_no_stale_reference_is_left():
     text = TEMPLATE.read_text() + (ROOT / "README.md").read_text()
     assert "docs/deploy.md" not in text and "python-uv" not in text
     assert "v0.9.1" not in text and "--beta-features" not in text
+
+
+def test_the_sweepers_metrics_say_which_project_and_the_alarm_sees_every_project(resources, capsys):
+    """Each project's sweep emits LiveKitListFailures and SweepErrors twice over in one EMF document:
+    per service (what the alarms watch, whichever project failed) and per service and Project
+    (the dashboard's per-project widget)."""
+    assert 'Metrics(dimensions={"Project": self.pipeline.project})' in (ROOT / "handler" / "sweeper.py").read_text()
+    metrics = observability.Metrics(dimensions={"Project": "staging"})
+    metrics.add("LiveKitListFailures", 1)
+    metrics.flush()
+    emitted = json.loads(capsys.readouterr().out)
+    (directive,) = emitted["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["service", "Project"], ["service"]] and emitted["Project"] == "staging"
+    alarm = resources["LiveKitRefusedTheSweeperAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (directive["Namespace"], "LiveKitListFailures")
+    assert [d["Name"] for d in alarm["Dimensions"]] in directive["Dimensions"]
+    body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert '{Switchboard,Project,service} MetricName=\\"LiveKitListFailures\\"' in body
+
+
+def test_the_projects_come_from_the_secret_and_no_parameter_holds_a_key(template):
+    described = template["Parameters"]["LiveKitSecretArn"]["Description"]
+    assert "SWITCHBOARD_PROJECTS" in described
+    for name in template["Parameters"]:
+        assert not re.search(r"project|key|secret", name, re.I) or name == "LiveKitSecretArn", name

@@ -7,6 +7,7 @@ print as itself rather than crash the table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich import box
@@ -33,17 +34,25 @@ def _when(at: str, same_day: bool) -> str:
     return clock(at)[:8] if same_day else f"{at[5:10]} {clock(at)[:5]}"
 
 
-def logs_table(rows: list[dict[str, Any]], *, wide: bool = False) -> Table:
+def logs_table(rows: list[dict[str, Any]], *, wide: bool = False, project: bool = False) -> Table:
+    """The log at 80 columns (or every column, `wide`); `project` adds the project's column first."""
     days = {r.get("created_at", "")[:10] for r in rows}
     same_day = len(days) <= 1
     title = f"dispatch log: {len(rows)} record(s)" + (f", {next(iter(days))} UTC" if same_day and rows else "")
     table = Table(title=Text(title), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    if project:
+        table.add_column("project", overflow="fold", max_width=12)
+
+    def first(r: Mapping[str, Any]) -> list[Text]:
+        """The project column's cell, where there is one."""
+        return [Text(str(r.get("project", "")))] if project else []
+
     if wide:
         for column in ("created_at", "room_name", "room_sid", "agent_name", "participant_identity", "trigger",
                        "status", "attempts", "dispatch_id", "agent_identity", "why"):
             table.add_column(column, overflow="fold")
         for r in rows:
-            table.add_row(*(Text(str(r.get(c, ""))) for c in (
+            table.add_row(*first(r), *(Text(str(r.get(c, ""))) for c in (
                 "created_at", "room_name", "room_sid", "agent_name", "participant_identity", "trigger")),
                 status_text(r["status"]), Text(str(r.get("attempts", ""))), Text(r.get("dispatch_id", "")),
                 Text(r.get("agent_identity", "")), Text(why(r)))
@@ -55,7 +64,7 @@ def logs_table(rows: list[dict[str, Any]], *, wide: bool = False) -> Table:
     table.add_column("status", no_wrap=True)
     table.add_column("why", overflow="fold", ratio=1, min_width=16)
     for r in rows:
-        table.add_row(Text(_when(r.get("created_at", ""), same_day)), Text(r.get("room_name", "")),
+        table.add_row(*first(r), Text(_when(r.get("created_at", ""), same_day)), Text(r.get("room_name", "")),
                       Text(slot_label(r)), status_text(r["status"]), Text(why(r)))
     return table
 

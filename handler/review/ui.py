@@ -56,7 +56,7 @@ def create_review_app(settings: Settings, *, store: Any = None, refresh_seconds:
             return
         from ..dynamo import DynamoStore
 
-        async with DynamoStore.open(settings) as opened:
+        async with DynamoStore.open(settings, project=None) as opened:
             app.state.store = opened
             yield
 
