@@ -161,3 +161,9 @@ class DispatchStore(Protocol):
     async def mark_missing(self, record: dict[str, Any], seen_missing: bool) -> dict[str, Any] | None:
         """Note (or clear) when a JOINED slot's agent was first found absent from its room."""
         ...
+
+    async def query_log(self, *, room: str | None = None, agent: str | None = None,
+                        status: str | None = None, since: float, record_type: str = "dispatch",
+                        limit: int = 1000) -> list[dict[str, Any]]:
+        """Dispatch (or event) records newest first: the sweeper asks it whether a worker joined lately."""
+        ...

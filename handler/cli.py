@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
     logs = commands.add_parser("logs", help="the dispatch log, newest first")
     filters(logs, "24h")
-    logs.add_argument("--wide", action="store_true", help="every column (ids, trigger, attempts); needs a wide terminal")
+    logs.add_argument("--wide", action="store_true",
+                      help="every column (ids, trigger, attempts); needs a wide terminal")
     logs.add_argument("--json", action="store_true", help="a JSON array for scripts")
 
     explain = commands.add_parser("explain", help="a room's timeline: events, decisions, dispatches, joins")
@@ -181,9 +182,8 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
         print(f"switchboard ui: binding {args.host}: the page has no login, and anyone who reaches it reads the "
               "dispatch log with this process's AWS credentials (see the README)", file=sys.stderr)
     print(f"switchboard ui: http://{args.host}:{args.port}/ (table {settings.table_name}; read-only)", flush=True)
-    uvicorn.run(create_review_app(settings, refresh_seconds=args.refresh,
-                                                  allowed_hosts=args.allow_host + [args.host]), host=args.host, port=args.port,
-                log_level="warning")
+    app = create_review_app(settings, refresh_seconds=args.refresh, allowed_hosts=args.allow_host + [args.host])
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

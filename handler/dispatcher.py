@@ -13,6 +13,7 @@ from typing import Any
 
 from .policy import PlannedDispatch
 from .settings import Project, Settings
+from .wire import JOB_ROOM_SID, JOB_SLOT
 
 
 class LiveKitError(Exception):
@@ -61,7 +62,7 @@ class LiveKitDispatcher:
         request = CreateAgentDispatchRequest(
             agent_name=planned.agent_name, room=planned.room_name, metadata=planned.job_metadata())
         dispatch = await self._call(self._client().agent_dispatch.create_dispatch(request))
-        return dispatch.id
+        return str(dispatch.id)
 
     async def delete(self, dispatch_id: str, room_name: str) -> None:
         """Delete a dispatch; one that is already gone (with its room) is not an error.
@@ -104,7 +105,7 @@ class LiveKitDispatcher:
         for dispatch in await self.list(planned.room_name):
             if dispatch.id != not_this and dispatch.agent_name == planned.agent_name and slot_of(
                     dispatch.metadata) == (planned.room_sid, planned.slot):
-                return dispatch.id
+                return str(dispatch.id)
         return None
 
     async def dispatch_of_participant(self, room_name: str, agent_name: str, identity: str) -> str | None:
@@ -113,7 +114,7 @@ class LiveKitDispatcher:
             if dispatch.agent_name != agent_name:
                 continue
             if any(job.state.participant_identity == identity for job in dispatch.state.jobs):
-                return dispatch.id
+                return str(dispatch.id)
         return None
 
     async def _call(self, coro: Any) -> Any:
@@ -127,8 +128,9 @@ class LiveKitDispatcher:
             if exc.status >= 500 or exc.status == 429:
                 raise LiveKitUnavailable(message, status=exc.status) from None
             raise LiveKitRejected(message, status=exc.status) from None
-        except (asyncio.TimeoutError, TimeoutError):
-            raise LiveKitUnavailable(f"LiveKit did not answer within {self._settings.livekit_timeout_seconds:g} s") from None
+        except TimeoutError:
+            timeout = self._settings.livekit_timeout_seconds
+            raise LiveKitUnavailable(f"LiveKit did not answer within {timeout:g} s") from None
         except Exception as exc:
             import aiohttp
 
@@ -148,6 +150,6 @@ def slot_of(job_metadata: str) -> tuple[str, str] | None:
         data = json.loads(job_metadata)
     except ValueError:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("switchboard_slot"), str):
+    if not isinstance(data, dict) or not isinstance(data.get(JOB_SLOT), str):
         return None
-    return str(data.get("room_sid", "")), data["switchboard_slot"]
+    return str(data.get(JOB_ROOM_SID, "")), data[JOB_SLOT]

@@ -181,14 +181,14 @@ class DynamoStore:
             names |= project_names
 
         def query(index: str, key: str, value: str) -> dict[str, Any]:
-            return dict(
-                IndexName=index,
+            return {
+                "IndexName": index,
                 # "day" is a DynamoDB reserved word: name every key through a placeholder.
-                KeyConditionExpression="#key = :key AND created_at >= :since",
-                ExpressionAttributeValues=_values(key=value, **values),
-                ExpressionAttributeNames=names | {"#key": key},
-                ScanIndexForward=False,
-            )
+                "KeyConditionExpression": "#key = :key AND created_at >= :since",
+                "ExpressionAttributeValues": _values(key=value, **values),
+                "ExpressionAttributeNames": names | {"#key": key},
+                "ScanIndexForward": False,
+            }
 
         if room:
             if agent:
@@ -213,12 +213,12 @@ class DynamoStore:
         out: list[dict[str, Any]] = []
         now = self._clock()
         project_filter, project_values, project_names = self.project_filter()
+        filtered: dict[str, Any] = {"FilterExpression": project_filter} if project_filter else {}
         for day in _days_since(now - (days - 1) * 86400, now):
             out += await self._query_all(
                 IndexName=INDEX_BY_PENDING, KeyConditionExpression="#p = :day",
                 ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE} | project_names,
-                ExpressionAttributeValues=_values(day=day, **project_values),
-                **({"FilterExpression": project_filter} if project_filter else {}))
+                ExpressionAttributeValues=_values(day=day, **project_values), **filtered)
         return out
 
     async def settle(self, record: dict[str, Any], status: Status, reason: str, *,
@@ -281,12 +281,13 @@ class DynamoStore:
     async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
         """Every event and dispatch record of a room name, oldest first."""
         project_filter, project_values, project_names = self.project_filter()
+        filtered: dict[str, Any] = ({"FilterExpression": project_filter, "ExpressionAttributeNames": project_names}
+                                    if project_filter else {})
         items = await self._query_all(
             IndexName=INDEX_BY_ROOM,
             KeyConditionExpression="room_name = :room AND created_at >= :since",
             ExpressionAttributeValues=_values(room=room_name, since=iso(since), **project_values),
-            **({"FilterExpression": project_filter, "ExpressionAttributeNames": project_names}
-               if project_filter else {}),
+            **filtered,
         )
         return sorted(items, key=lambda r: r.get("created_at", ""))
 
@@ -313,7 +314,7 @@ class DynamoStore:
                 return claim
         raise ClaimInProgress(planned.slot, existing, "the slot kept changing under concurrent claims")
 
-    async def _claim_new(self, planned: PlannedDispatch, event_id: str) -> tuple[Claim | None, dict | None]:
+    async def _claim_new(self, planned: PlannedDispatch, event_id: str) -> tuple[Claim | None, dict[str, Any] | None]:
         now = self._clock()
         owner = uuid.uuid4().hex
         record = self._new_record(planned, event_id, now, Status.CLAIMED) | {
@@ -392,7 +393,7 @@ class DynamoStore:
             raise _unavailable(exc) from exc
 
     async def _take_over(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any],
-                         redispatch: str | None) -> tuple[Claim | None, dict | None]:
+                         redispatch: str | None) -> tuple[Claim | None, dict[str, Any] | None]:
         status = existing.get("status")
         now = self._clock()
         reopen = _new_presence(planned, existing)
@@ -431,7 +432,8 @@ class DynamoStore:
                              + (", replacing = :replacing" if replacing else "")
                              + " REMOVE retryable, missing_since"
                              + (", dispatch_id, agent_identity, agent_sid, joined_at, ended_at, failed_at, "
-                                "#error, reason, orphans, settled_as_of_ms, replacing" + ("" if redispatch else ", redispatch_reason")
+                                "#error, reason, orphans, settled_as_of_ms, replacing"
+                                + ("" if redispatch else ", redispatch_reason")
                                 if reopen else ""),
             # Optimistic: only if nobody moved the slot since we read it.
             ConditionExpression="#status = :old_status AND " + (
@@ -479,7 +481,8 @@ class DynamoStore:
         now = iso(self._clock())
         retryable = retryable and claim.attempt < self._settings.max_dispatch_attempts
         # A final failure leaves the sweeper's work list; a retryable one stays on it.
-        await self._owner_update(claim, Status.FAILED, dict(error=error[:2000], failed_at=now, retryable=retryable),
+        failed = {"error": error[:2000], "failed_at": now, "retryable": retryable}
+        await self._owner_update(claim, Status.FAILED, failed,
                                  remove=() if retryable else (PENDING_ATTRIBUTE,))
         if not retryable:
             await self._release(self.room_pk(claim.planned.room_sid), claim.planned.slot)
@@ -636,7 +639,8 @@ class DynamoStore:
         """
         token = uuid.uuid4().hex
         expression = request.pop("UpdateExpression")
-        request["UpdateExpression"] = (f"SET write_token = :write_token, {expression[4:]}" if expression.startswith("SET ")
+        request["UpdateExpression"] = (f"SET write_token = :write_token, {expression[4:]}"
+                                       if expression.startswith("SET ")
                                        else f"SET write_token = :write_token {expression}")
         request["ExpressionAttributeValues"] = request.get("ExpressionAttributeValues", {}) | {
             ":write_token": {"S": token}}
@@ -720,7 +724,7 @@ def _new_presence(planned: PlannedDispatch, existing: dict[str, Any]) -> bool:
     if existing.get("settled_as_of_ms"):
         return planned.participant_joined_ms >= int(existing["settled_as_of_ms"])
     settled_at = existing.get("ended_at") or existing.get("failed_at") or existing.get("rejected_at")
-    return bool(settled_at) and planned.participant_joined_ms > _iso_ms(settled_at)
+    return bool(settled_at) and planned.participant_joined_ms > _iso_ms(str(settled_at))
 
 
 def _iso_ms(timestamp: str) -> int:

@@ -20,8 +20,8 @@ from livekit.protocol.models import DisconnectReason, ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
 from .claims import (
-    DispatchStore,
     ClaimInProgress,
+    DispatchStore,
     LeaseLost,
     RoomCapReached,
     SlotAlreadyDispatched,
@@ -33,8 +33,6 @@ from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKi
 from .events import Relevance, relevance
 from .observability import Metrics, record_time_to_agent
 from .policy import (
-    DISPATCH_ID_ATTRIBUTE,
-    DONE_ATTRIBUTE,
     Action,
     Decision,
     PlannedDispatch,
@@ -45,11 +43,12 @@ from .policy import (
 )
 from .settings import DEFAULT_PROJECT, Project, Settings
 from .table import event_sk, room_pk
+from .wire import DISPATCH_ID_ATTRIBUTE, DONE_ATTRIBUTE
 
 log = logging.getLogger("switchboard")
 
 # An agent that leaves for one of these reasons was sent away, or its room is going
-# away: its slot ends. CLIENT_INITIATED is not among them (see policy.DONE_ATTRIBUTE).
+# away: its slot ends. CLIENT_INITIATED is not among them (see wire.DONE_ATTRIBUTE).
 INTENDED_LEAVES = frozenset({
     DisconnectReason.ROOM_DELETED, DisconnectReason.ROOM_CLOSED, DisconnectReason.PARTICIPANT_REMOVED,
 })
@@ -234,7 +233,8 @@ class Pipeline:
         finally:
             metrics.flush()
         log.info(f"{source} event handled", extra={
-            "project": self.project, "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
+            "project": self.project, "event_type": event.event, "room_name": event.room.name,
+            "room_sid": event.room.sid,
             "decision": decision.summary(), "outcome": outcome.as_dict()})
         return outcome
 
@@ -257,10 +257,9 @@ class Pipeline:
         results: list[SlotResult] = []
         for rejection in decision.rejected:
             slot = rejection.planned.slot
-            if slot not in slots:
-                # The write is conditional: False when the slot already had a record.
-                if await self.store.record_rejection(rejection.planned, event_id, rejection.reason):
-                    metrics.add("AgentsRejected", 1)
+            # The write is conditional: False when the slot already had a record.
+            if slot not in slots and await self.store.record_rejection(rejection.planned, event_id, rejection.reason):
+                metrics.add("AgentsRejected", 1)
             results.append(SlotResult(slot, "rejected", detail=rejection.reason))
         # Every sibling runs to its end before the answer: a 503 while a claim is still
         # mid-CreateDispatch would leave it frozen there on Lambda.
@@ -273,7 +272,7 @@ class Pipeline:
         results += [r for r in done if isinstance(r, SlotResult)]
         return Outcome(decision, results)
 
-    async def dispatch_slot(self, planned: PlannedDispatch, existing: dict | None, event_id: str,
+    async def dispatch_slot(self, planned: PlannedDispatch, existing: dict[str, Any] | None, event_id: str,
                             metrics: Metrics, *, redispatch: str | None = None) -> SlotResult:
         """claim → dispatch → record for one slot. `redispatch` replaces a dispatch whose agent never came or left."""
         slot = planned.slot
@@ -451,9 +450,11 @@ class Pipeline:
         if not event.room.sid:
             return None
         slots = [r for r in (await self.store.load_slots(event.room.sid)).values()
-                 if r.get("status") in (Status.DISPATCHED, Status.JOINED) and r.get("agent_name") == decision.agent_name]
+                 if r.get("status") in (Status.DISPATCHED, Status.JOINED)
+                 and r.get("agent_name") == decision.agent_name]
         sid = event.participant.sid
-        by_sid = next((r for r in slots if r.get("status") == Status.JOINED and sid and r.get("agent_sid") == sid), None)
+        by_sid = next((r for r in slots
+                       if r.get("status") == Status.JOINED and sid and r.get("agent_sid") == sid), None)
         if by_sid is not None:
             return by_sid
         dispatch_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")

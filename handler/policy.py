@@ -30,8 +30,6 @@ from .wire import (
 )
 
 # Re-exported: pipeline.py and sweeper.py import these from here until they import handler.wire.
-from .wire import DISPATCH_ID_ATTRIBUTE as DISPATCH_ID_ATTRIBUTE
-from .wire import DONE_ATTRIBUTE as DONE_ATTRIBUTE
 
 _KIND_NAMES = {value: name.lower() for name, value in ParticipantInfo.Kind.items()}
 

@@ -190,8 +190,10 @@ class Settings(BaseSettings):
     _projects: dict[str, Project] = PrivateAttr(default_factory=dict)
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         from .aws_secrets import SecretSettingsSource
@@ -260,7 +262,8 @@ class Settings(BaseSettings):
                                      "with another secret")
                 keys[legacy_key] = legacy_secret
             if keys:
-                project = Project(name=DEFAULT_PROJECT, url=self.livekit_url, keys=keys,
+                project = Project(name=DEFAULT_PROJECT, url=self.livekit_url,
+                                  keys={k: SecretStr(v) for k, v in keys.items()},
                                   dispatch_key=legacy_key if legacy_key in keys else next(iter(keys)))
                 if legacy_key not in keys:
                     # Webhook keys only: it verifies, and calls LiveKit with no key (as before projects).

@@ -38,14 +38,15 @@ from .claims import ClaimError, Status, StoreUnavailable
 from .dispatcher import LiveKitError, slot_of
 from .observability import Metrics
 from .pipeline import Pipeline
-from .policy import DISPATCH_ID_ATTRIBUTE, planned_from_record
+from .policy import planned_from_record
+from .wire import DISPATCH_ID_ATTRIBUTE
 
 log = logging.getLogger("switchboard.sweeper")
 
 
 @dataclass
 class SweepReport:
-    actions: Counter = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
     details: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -180,7 +181,7 @@ class Sweeper:
         return max((r for r in records if r.get("joined_at")), key=lambda r: r["joined_at"], default=None)
 
     def _wait(self, attempts: int) -> float:
-        return self.settings.confirm_deadline_seconds * 2 ** max(0, attempts - 1)
+        return float(self.settings.confirm_deadline_seconds * 2 ** max(0, attempts - 1))
 
     # --- 2. reconcile active rooms -------------------------------------------
 
@@ -270,7 +271,8 @@ class Sweeper:
                 continue  # moved on since it was read: its webhook got there first
             missing_for = self.clock() - float(noted["missing_since"])
             if missing_for < self.settings.missing_agent_grace_seconds:
-                report.add("agent_missing", noted, f"{noted.get('agent_identity')} not in the room for {missing_for:.0f} s")
+                report.add("agent_missing", noted,
+                           f"{noted.get('agent_identity')} not in the room for {missing_for:.0f} s")
                 continue
             result = await self.pipeline.replace_agent(
                 noted, f"agent {noted.get('agent_identity')} left the room and its participant_left webhook "
