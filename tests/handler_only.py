@@ -18,7 +18,9 @@ import re
 import pytest
 
 NEEDS_MORE = {
-    "a livekit-agents worker": re.compile(r"start_test_agent|start_workers|\bfrom worker\b|\bimport worker\b"),
+    # tests/test_capacity.py starts the role workers itself (its `role_workers` fixture).
+    "a livekit-agents worker": re.compile(
+        r"start_test_agent|start_workers|\brole_workers\b|\bfrom worker\b|\bimport worker\b"),
     # tests/test_dev_stack.py: `make dev` starts the role workers too.
     "`make dev`, which starts the workers": re.compile(r"\bstart_dev\("),
     "cfn-lint's command line": re.compile(r"\bcfn_lint\("),

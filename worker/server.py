@@ -13,7 +13,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, JobRequest
@@ -117,21 +117,11 @@ async def entrypoint(ctx: JobContext) -> None:
     mode = settings.resolved_audio_mode()
     log.info("job started", extra={"role": role.name, "persona": persona.name, "mode": str(mode),
                                    "room": ctx.job.room.name})
-    # The job ends when the room does: stop waiting on the room then, or the
-    # job's shutdown waits on the entrypoint before cancelling it.
-    disconnected = asyncio.Event()
-    gone_at: list[float] = []
-
-    def on_disconnected(*_: Any) -> None:
-        gone_at.append(time.monotonic())
-        disconnected.set()
-
-    ctx.room.on("disconnected", on_disconnected)
     if mode is AudioMode.REALTIME:
         from .realtime import run_realtime
 
         await join_room(ctx)
-        await _until(disconnected, run_realtime(ctx, persona, settings))
+        _in_background(ctx, role.name, run_realtime(ctx, persona, settings))
         return
 
     from .drill import Drill, load_vad
@@ -142,29 +132,41 @@ async def entrypoint(ctx: JobContext) -> None:
     vad = ctx.proc.userdata.get("vad") or load_vad()
     tts = EspeakTTS(voice=espeak_voice(persona.voice), binary=settings.espeak_binary)
     drill = Drill(ctx.room, persona, vad, tts)
-    try:
-        await _until(disconnected, drill.run())
-    finally:
-        await drill.aclose()
-        # livekit-agents gives an entrypoint 15 s after the room goes before cancelling it, and
-        # the job holds its place in this worker's capacity until then: how long ending took.
-        log.info("job ended", extra={"role": role.name, "room": ctx.job.room.name,
-                                     "seconds_after_room_gone": round(time.monotonic() - gone_at[0], 3)
-                                     if gone_at else None})
+    _in_background(ctx, role.name, drill.run(), close=drill.aclose)
 
 
-async def _until(event: asyncio.Event, work: Awaitable[None]) -> None:
-    """Run `work` until it ends or `event` is set, so the job shuts down promptly."""
-    task = asyncio.ensure_future(work)
-    waiter = asyncio.create_task(event.wait())
-    try:
-        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-    finally:
-        for t in (task, waiter):
-            t.cancel()
-        await asyncio.gather(task, waiter, return_exceptions=True)
+def _in_background(ctx: JobContext, role: str, work: Coroutine[Any, Any, None],
+                   close: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Run the job's work beside the entrypoint, which returns at once; stop it as the job ends.
+
+    livekit-agents ends a job when its room disconnects or when LiveKit terminates the job
+    (deleting a room terminates its jobs, often before the room's own disconnect arrives),
+    and then waits up to 15 s for an entrypoint still running before it cancels it
+    (ipc/job_proc_lazy_main.py, _shutdown_job): the job holds its place in this worker's
+    capacity all that time. So the work is a task of its own, stopped by a shutdown callback,
+    which livekit-agents runs as the job ends; and the work failing ends the job, as an
+    entrypoint's exception would. Work that finishes on its own leaves the job in its room,
+    as an entrypoint returning does.
+    """
+    task = asyncio.create_task(work, name=f"{role}-job")
+
+    def finished(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("job failed", exc_info=t.exception(), extra={"role": role, "room": ctx.job.room.name})
+            ctx.shutdown(reason="job failed")
+
+    task.add_done_callback(finished)
+
+    async def stop(reason: str) -> None:
+        started = time.monotonic()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if close is not None:
+            await close()
+        log.info("job ended", extra={"role": role, "room": ctx.job.room.name, "reason": reason,
+                                     "stop_seconds": round(time.monotonic() - started, 3)})
+
+    ctx.add_shutdown_callback(stop)
 
 
 def prepare(settings: WorkerSettings) -> None:
