@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,20 @@ from typing import Any
 from livekit import api
 
 from infra.stack import DEV_API_KEY, DEV_API_SECRET, ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_active_jobs(port: int) -> int:
+    """The jobs a worker runs now, from its health server's `/worker` (worker/health.py relays livekit-agents')."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/worker", timeout=5) as response:
+        return int(json.loads(response.read()).get("active_jobs", 0))
 
 
 def lk_api(url: str) -> api.LiveKitAPI:

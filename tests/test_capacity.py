@@ -19,9 +19,7 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -33,7 +31,7 @@ from handler.pipeline import open_pipeline
 from handler.settings import Settings
 from handler.sweeper import Sweeper
 from infra.workers import ROLES, wait_registered, worker_commands
-from tests.livekit_helpers import eventually, lk_api, named_dispatches
+from tests.livekit_helpers import eventually, free_port, lk_api, named_dispatches, worker_active_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -74,12 +72,6 @@ async def settled(pipeline, rooms: dict[str, str], since: float) -> list[dict]:
     return last
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RoleWorker:
     """One role's worker process, and its health server (worker/health.py), which relays the job count."""
 
@@ -88,9 +80,7 @@ class RoleWorker:
         self.health_port = health_port
 
     def active_jobs(self) -> int:
-        url = f"http://127.0.0.1:{self.health_port}/worker"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(json.loads(response.read()).get("active_jobs", 0))
+        return worker_active_jobs(self.health_port)
 
 
 @pytest.fixture(scope="module")

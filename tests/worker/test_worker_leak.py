@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import socket
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -31,7 +28,7 @@ import pytest
 from livekit import api
 
 from infra.workers import wait_registered, worker_commands
-from tests.livekit_helpers import lk_api
+from tests.livekit_helpers import free_port, lk_api, worker_active_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -49,17 +46,6 @@ THREAD_JOB_RESIDUE_MB = 3
 # Bounds on waiting, never a measure.
 JOB_TIMEOUT = 90
 JOIN_TIMEOUT = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def active_jobs(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/worker", timeout=5) as response:
-        return int(json.loads(response.read()).get("active_jobs", 0))
 
 
 def family(pid: int) -> list[int]:
@@ -134,7 +120,7 @@ async def run_jobs(lk: api.LiveKitAPI, count: int) -> Counter:
 
 async def idle(port: int, pid: int) -> None:
     deadline = time.monotonic() + JOB_TIMEOUT
-    while active_jobs(port):
+    while worker_active_jobs(port):
         assert time.monotonic() < deadline, "jobs still running after their rooms were deleted"
         await asyncio.sleep(0.5)
     # What a job leaves to close after it ends: its process, and WebRTC's AsyncResolver
