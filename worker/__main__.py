@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
+from typing import NoReturn
 
 from .roster import ROSTER, UnknownRole, get_role
 
@@ -58,5 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(serve(settings, role, devmode=devmode))
 
 
+def exit_now(code: int) -> NoReturn:
+    """End the process with `code`, skipping the interpreter's finalization.
+
+    With the thread executor, jobs ran livekit.rtc in this process, and its native
+    runtime's threads can still deliver an event while the interpreter finalizes.
+    CPython 3.11 ends such a thread with pthread_exit, whose forced unwind through
+    the runtime's Rust frames aborts the whole process (SIGABRT, "panic in a function
+    that cannot unwind"): a worker that drained cleanly then exits -6, and an
+    orchestrator reads a crash. Seen once in CI, after "worker closed". By the time
+    main() returns, everything worth finishing is finished (jobs, health server), so
+    the logs are flushed and the process ends here.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -46,3 +46,14 @@ def test_handler_never_imports_the_worker():
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_process_ends_with_main_s_code_and_its_logs_written():
+    # exit_now skips the interpreter's finalization (see its docstring): nothing buffered
+    # may be lost on the way out, and the code is main()'s.
+    code = ("import logging, sys; from worker.__main__ import exit_now; "
+            "logging.basicConfig(stream=sys.stdout, level=logging.INFO); "
+            "logging.getLogger('t').info('worker closed'); print('buffered', end=''); exit_now(3)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "INFO:t:worker closed\nbuffered", done.stdout
