@@ -1,7 +1,7 @@
 """The LiveKit side of a dispatch: AgentDispatchService calls with bounded time.
 
 Errors are sorted into two kinds, because they decide the webhook's answer:
-LiveKitUnavailable (timeouts, connection errors, 5xx, 429) is worth a retry and
+LiveKitUnavailable (timeouts, connection errors, 5xx, 429, 408) is worth a retry and
 becomes a 503; LiveKitRejected (any other 4xx) will fail again and is recorded.
 """
 
@@ -14,6 +14,12 @@ from typing import Any
 from .policy import PlannedDispatch
 from .settings import Project, Settings
 from .wire import JOB_ROOM_SID, JOB_SLOT
+
+# 4xx answers that say nothing about whether the call took effect: Twirp's 408 is
+# deadline_exceeded or canceled (a busy livekit-server answers DeleteRoom and friends
+# with "request timed out"), 429 is "slow down". A CreateDispatch so answered may well
+# have created its dispatch: the next owner looks in LiveKit before creating again.
+RETRY_WORTHY = frozenset({408, 429})
 
 
 class LiveKitError(Exception):
@@ -125,7 +131,7 @@ class LiveKitDispatcher:
             return await asyncio.wait_for(coro, self._settings.livekit_timeout_seconds + 1)
         except TwirpError as exc:
             message = f"LiveKit {exc.code} (HTTP {exc.status}): {exc.message}"[:500]
-            if exc.status >= 500 or exc.status == 429:
+            if exc.status >= 500 or exc.status in RETRY_WORTHY:
                 raise LiveKitUnavailable(message, status=exc.status) from None
             raise LiveKitRejected(message, status=exc.status) from None
         except TimeoutError:
