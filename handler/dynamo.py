@@ -16,6 +16,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
 from .claims import (
     DONE,
     OPEN,
@@ -53,38 +56,49 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _to_attr(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, (int, float, Decimal)):
-        return {"N": str(value)}
-    if value is None:
-        return {"NULL": True}
+# boto3's codec, for every attribute the store writes or reads. Its serializer refuses
+# float (a float's binary value is not the decimal DynamoDB stores): a float goes in as
+# the Decimal of its shortest repr, the same digits str() gives. Its deserializer gives
+# Decimal and set: what comes out is int or float, and a string set a sorted list.
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+
+
+def _storable_value(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:  # most values: no walk
+        return value
+    if kind is float:
+        return Decimal(repr(value))
     if isinstance(value, dict):
-        return {"M": {k: _to_attr(v) for k, v in value.items()}}
+        return {k: _storable_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return {"L": [_to_attr(v) for v in value]}
-    raise TypeError(f"cannot store {type(value).__name__}")
+        return [_storable_value(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is bool:
+        return value
+    if kind is Decimal:
+        return int(value) if value == value.to_integral_value() else float(value)
+    if kind is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
+    if kind is set:
+        return sorted(value)
+    return value
+
+
+def _to_attr(value: Any) -> dict[str, Any]:
+    attr: dict[str, Any] = _SERIALIZER.serialize(_storable_value(value))
+    return attr
 
 
 def _from_attr(attr: dict[str, Any]) -> Any:
-    (kind, value), = attr.items()
-    if kind == "S" or kind == "BOOL":
-        return value
-    if kind == "N":
-        number = Decimal(value)
-        return int(number) if number == number.to_integral_value() else float(number)
-    if kind == "NULL":
-        return None
-    if kind == "M":
-        return {k: _from_attr(v) for k, v in value.items()}
-    if kind == "L":
-        return [_from_attr(v) for v in value]
-    if kind == "SS":
-        return sorted(value)
-    raise TypeError(f"unexpected DynamoDB type {kind}")
+    return _plain(_DESERIALIZER.deserialize(attr))
 
 
 def _storable(record: dict[str, Any]) -> dict[str, Any]:
@@ -326,22 +340,18 @@ class DynamoStore:
             "job_metadata": planned.job_metadata(),
             PENDING_ATTRIBUTE: iso(now)[:10],
         }
-        try:
-            # botocore fills in ClientRequestToken, so its own retry of this transaction
-            # is answered as the first try was, never as a failed condition.
-            await self._db.transact_write_items(TransactItems=[
-                {"Put": {
-                    "TableName": self._table,
-                    "Item": to_item(record),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                }},
-                self._occupy(planned, now),
-            ])
-        except Exception as exc:
-            reasons = _cancellation_reasons(exc)
-            if reasons is None:
-                raise _unavailable(exc) from exc
+        # botocore fills in ClientRequestToken, so its own retry of this transaction
+        # is answered as the first try was, never as a failed condition.
+        reasons = await self._transact([
+            {"Put": {
+                "TableName": self._table,
+                "Item": to_item(record),
+                "ConditionExpression": "attribute_not_exists(pk)",
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }},
+            self._occupy(planned, now),
+        ])
+        if reasons is not None:
             slot_reason, cap_reason = (reasons + [{}, {}])[:2]
             if slot_reason.get("Code") == "ConditionalCheckFailed":
                 return None, from_item(slot_reason.get("Item") or {}) or None
@@ -374,23 +384,16 @@ class DynamoStore:
         """Raise RoomCapReached, unless the session's set of open slots holds slots that have
         settled since (a release that never ran): then rewrite the set from the slots and return."""
         pk = self.room_pk(planned.room_sid)
-        try:
-            session = await self._db.get_item(TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
-                                              ConsistentRead=True)
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        session = await self._call("get_item", Key=to_item({PK: pk, SK: SESSION_SK}), ConsistentRead=True)
         counted = set((session.get("Item") or {}).get("open_slots", {}).get("SS", []))
         really_open = {key for key, record in (await self.load_slots(planned.room_sid)).items() if _is_open(record)}
         if counted <= really_open:
             raise RoomCapReached(planned.slot, None,
                                  f"room cap of {self._settings.max_agents_per_room} agents reached")
         stale = sorted(counted - really_open)
-        try:
-            await self._db.update_item(TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
-                                       UpdateExpression="DELETE open_slots :stale",
-                                       ExpressionAttributeValues={":stale": {"SS": stale}})
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        await self._call("update_item", Key=to_item({PK: pk, SK: SESSION_SK}),
+                         UpdateExpression="DELETE open_slots :stale",
+                         ExpressionAttributeValues={":stale": {"SS": stale}})
 
     async def _take_over(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any],
                          redispatch: str | None) -> tuple[Claim | None, dict[str, Any] | None]:
@@ -458,17 +461,13 @@ class DynamoStore:
 
     async def _reoccupy(self, planned: PlannedDispatch, now: float) -> None:
         for _ in range(2):
-            try:
-                await self._db.transact_write_items(TransactItems=[self._occupy(planned, now)])
+            reasons = await self._transact([self._occupy(planned, now)])
+            if reasons is None:
                 return
-            except Exception as exc:
-                reasons = _cancellation_reasons(exc)
-                if reasons is None:
-                    raise _unavailable(exc) from exc
-                if (reasons + [{}])[0].get("Code") == "ConditionalCheckFailed":
-                    await self._room_is_full(planned)
-                else:
-                    await asyncio.sleep(0.02)
+            if (reasons + [{}])[0].get("Code") == "ConditionalCheckFailed":
+                await self._room_is_full(planned)
+            else:
+                await asyncio.sleep(0.02)
         raise ClaimInProgress(planned.slot, None, "the room's cap kept changing under concurrent claims")
 
     async def mark_dispatched(self, claim: Claim, dispatch_id: str, *, adopted: bool = False) -> None:
@@ -506,14 +505,9 @@ class DynamoStore:
         now = self._clock()
         record = self._new_record(planned, event_id, now, Status.REJECTED) | {
             "reason": reason, "rejected_at": iso(now)}
-        try:
-            await self._db.put_item(TableName=self._table, Item=to_item(record),
-                                    ConditionExpression="attribute_not_exists(pk)")
-        except Exception as exc:
-            if _condition_failed(exc):
-                return False
-            raise _unavailable(exc) from exc
-        return True
+        written, _ = await self._write_if("put_item", Item=to_item(record),
+                                          ConditionExpression="attribute_not_exists(pk)")
+        return written
 
     async def mark_joined(self, room_sid: str, slot: str, agent_identity: str, dispatch_id: str,
                           agent_sid: str = "") -> bool:
@@ -558,15 +552,12 @@ class DynamoStore:
     async def note_orphan(self, record: dict[str, Any], dispatch_id: str, why: str) -> None:
         """Write on the slot that a dispatch carrying it, not its own, was deleted, and why."""
         note = {"dispatch_id": dispatch_id, "deleted_at": iso(self._clock()), "why": why[:500]}
-        try:
-            await self._db.update_item(
-                TableName=self._table, Key=to_item({PK: record[PK], SK: record[SK]}),
-                UpdateExpression="SET orphans = list_append(if_not_exists(orphans, :none), :note)",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=_values(none=[], note=[note]))
-        except Exception as exc:
-            if not _condition_failed(exc):
-                raise _unavailable(exc) from exc
+        # A slot gone since (its record expired) needs no note: a failed condition is no error.
+        await self._write_if(
+            "update_item", Key=to_item({PK: record[PK], SK: record[SK]}),
+            UpdateExpression="SET orphans = list_append(if_not_exists(orphans, :none), :note)",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=_values(none=[], note=[note]))
 
     async def replay_event(self, pk: str, sk: str) -> dict[str, Any] | None:
         """A re-delivered event's record, if its first handling was answered 200; else None.
@@ -576,18 +567,13 @@ class DynamoStore:
         the common first delivery, or one whose handling did not complete (a 503, a crash,
         a budget spent), which must be handled again.
         """
-        try:
-            response = await self._db.update_item(
-                TableName=self._table, Key=to_item({PK: pk, SK: sk}),
-                ConditionExpression="attribute_exists(answered_at)",
-                UpdateExpression="SET last_received_at = :now ADD deliveries :one",
-                ExpressionAttributeValues=_values(now=iso(self._clock()), one=1),
-                ReturnValues="ALL_NEW")
-        except Exception as exc:
-            if _condition_failed(exc):
-                return None
-            raise _unavailable(exc) from exc
-        return from_item(response.get("Attributes") or {})
+        answered, response = await self._write_if(
+            "update_item", Key=to_item({PK: pk, SK: sk}),
+            ConditionExpression="attribute_exists(answered_at)",
+            UpdateExpression="SET last_received_at = :now ADD deliveries :one",
+            ExpressionAttributeValues=_values(now=iso(self._clock()), one=1),
+            ReturnValues="ALL_NEW")
+        return from_item(response.get("Attributes") or {}) if answered else None
 
     async def record_event(self, event_record: dict[str, Any]) -> None:
         """Upsert one received webhook; a redelivery bumps `deliveries` and keeps the first time.
@@ -616,16 +602,12 @@ class DynamoStore:
             values |= _values(answered_at=iso(now))
         else:
             condition = {"ConditionExpression": "attribute_not_exists(answered_at)"}
-        try:
-            await self._db.update_item(
-                TableName=self._table,
-                Key=to_item({PK: event_record[PK], SK: event_record[SK]}),
-                UpdateExpression=expression + " ADD deliveries :one",
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values, **condition)
-        except Exception as exc:
-            if condition and _condition_failed(exc):
-                return  # another delivery of it was answered 200 meanwhile: that record stands
-            raise _unavailable(exc) from exc
+        # A failed condition: another delivery of it was answered 200 meanwhile, and that record
+        # stands. (An answered record's write has no condition: it cannot fail one.)
+        await self._write_if(
+            "update_item", Key=to_item({PK: event_record[PK], SK: event_record[SK]}),
+            UpdateExpression=expression + " ADD deliveries :one",
+            ExpressionAttributeNames=names, ExpressionAttributeValues=values, **condition)
 
     # --- helpers ------------------------------------------------------------
 
@@ -644,25 +626,18 @@ class DynamoStore:
                                        else f"SET write_token = :write_token {expression}")
         request["ExpressionAttributeValues"] = request.get("ExpressionAttributeValues", {}) | {
             ":write_token": {"S": token}}
-        try:
-            response = await self._db.update_item(
-                TableName=self._table, Key=to_item({PK: pk, SK: sk}),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD", **request)
-        except Exception as exc:
-            if not _condition_failed(exc):
-                raise _unavailable(exc) from exc
-            current = from_item(_failed_item(exc))
+        written, response = await self._write_if("update_item", Key=to_item({PK: pk, SK: sk}),
+                                                 ReturnValuesOnConditionCheckFailure="ALL_OLD", **request)
+        if not written:
+            current = from_item(response.get("Item") or {})
             return current.get("write_token") == token, current
         return True, from_item(response.get("Attributes") or {})
 
     async def _release(self, pk: str, slot: str) -> None:
         """The slot no longer counts against its room's cap (see _claim_new)."""
-        try:
-            await self._db.update_item(
-                TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
-                UpdateExpression="DELETE open_slots :slot", ExpressionAttributeValues={":slot": {"SS": [slot]}})
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        await self._call("update_item", Key=to_item({PK: pk, SK: SESSION_SK}),
+                         UpdateExpression="DELETE open_slots :slot",
+                         ExpressionAttributeValues={":slot": {"SS": [slot]}})
 
     def _new_record(self, planned: PlannedDispatch, event_id: str, now: float, status: Status) -> dict[str, Any]:
         return {
@@ -689,16 +664,51 @@ class DynamoStore:
 
     async def _query_all(self, *, limit: int = 10_000, **request: Any) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        while True:
+            page = await self._call("query", **request)
+            out.extend(from_item(i) for i in page.get("Items", []))
+            key = page.get("LastEvaluatedKey")
+            if not key or len(out) >= limit:
+                return out
+            request["ExclusiveStartKey"] = key
+
+    # --- the calls: every DynamoDB call goes through one of these three ------------
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        """One call on the table. Whatever goes wrong on the way (a service error, a timeout,
+        a refused connection, spent retries) is StoreUnavailable: the webhook answers 503."""
         try:
-            while True:
-                page = await self._db.query(TableName=self._table, **request)
-                out.extend(from_item(i) for i in page.get("Items", []))
-                key = page.get("LastEvaluatedKey")
-                if not key or len(out) >= limit:
-                    return out
-                request["ExclusiveStartKey"] = key
-        except Exception as exc:
+            response: dict[str, Any] = await getattr(self._db, operation)(TableName=self._table, **request)
+        except (ClientError, BotoCoreError) as exc:
             raise _unavailable(exc) from exc
+        return response
+
+    async def _write_if(self, operation: str, **request: Any) -> tuple[bool, dict[str, Any]]:
+        """One conditional write: (True, its answer), or (False, the error's response) when the
+        condition failed: with ReturnValuesOnConditionCheckFailure, its "Item" is the item as it
+        stands. Any other failure is StoreUnavailable."""
+        try:
+            response: dict[str, Any] = await getattr(self._db, operation)(TableName=self._table, **request)
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise _unavailable(exc) from exc
+            return False, dict(exc.response)
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from exc
+        return True, response
+
+    async def _transact(self, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """One TransactWriteItems: None when it applied, or the cancellation reasons (one per
+        item, in order) when it was cancelled. Any other failure is StoreUnavailable."""
+        try:
+            await self._db.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if _error_code(exc) != "TransactionCanceledException":
+                raise _unavailable(exc) from exc
+            return list(exc.response.get("CancellationReasons") or [])
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from exc
+        return None
 
 
 def _is_open(record: dict[str, Any]) -> bool:
@@ -739,29 +749,12 @@ def _days_since(since: float, now: float) -> Iterable[str]:
         day -= timedelta(days=1)
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return (response or {}).get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
-
-
-def _condition_failed(exc: Exception) -> bool:
-    return _error_code(exc) == "ConditionalCheckFailedException"
-
-
-def _failed_item(exc: Exception) -> dict[str, Any]:
-    return getattr(exc, "response", {}).get("Item") or {}
-
-
-def _cancellation_reasons(exc: Exception) -> list[dict[str, Any]] | None:
-    if _error_code(exc) != "TransactionCanceledException":
-        return None
-    return list(getattr(exc, "response", {}).get("CancellationReasons") or [])
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
-    if isinstance(exc, StoreUnavailable):
-        return exc
-    code = _error_code(exc)
+    code = _error_code(exc) if isinstance(exc, ClientError) else ""
     # The class name and the service's error code say what went wrong; the
     # message can echo request parameters, so it stays out.
     return StoreUnavailable(f"DynamoDB {code or type(exc).__name__}")

@@ -193,3 +193,30 @@ async def test_the_log_is_queryable_by_room_agent_status_and_time(store, sid, cl
     window = await store.query_log(since=since)
     assert {"logger-agent", "rogue-agent"} <= {r["agent_name"] for r in window if r["room_sid"] == sid}
     assert await store.query_log(room=p.room_name, since=clock.now + 60) == []
+
+
+async def test_a_refused_connection_and_a_read_timeout_are_store_unavailable(aws, monkeypatch, sid):
+    """What aiobotocore raises on the way (EndpointConnectionError, ReadTimeoutError: botocore's
+    BotoCoreError, not a ClientError) must still be StoreUnavailable, so the webhook answers 503.
+    A real client, one attempt each: a port nobody listens on, and one that accepts and never answers."""
+    from handler.claims import StoreUnavailable
+
+    held = []  # the silent server's connections, kept open (a dropped writer may close its socket)
+    silent = await asyncio.start_server(lambda reader, writer: held.append(writer), "127.0.0.1", 0)
+    closed = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    closed_port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    quick = SETTINGS.model_copy(update={"dynamodb_connect_timeout_seconds": 0.5, "dynamodb_read_timeout_seconds": 0.3,
+                                        "dynamodb_max_attempts": 1})
+    try:
+        for port, error in ((closed_port, "EndpointConnectionError"),
+                            (silent.sockets[0].getsockname()[1], "ReadTimeoutError")):
+            monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{port}")
+            async with DynamoStore.open(quick) as unreachable:
+                with pytest.raises(StoreUnavailable, match=f"^DynamoDB {error}$"):
+                    await unreachable.load_slots(sid)
+                with pytest.raises(StoreUnavailable, match=f"^DynamoDB {error}$"):
+                    await unreachable.record_rejection(planned(sid), "EV_1", "not allowed")
+    finally:
+        silent.close()
