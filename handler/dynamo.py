@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -32,6 +33,7 @@ from .claims import (
     StoreUnavailable,
 )
 from .policy import PlannedDispatch, Rule
+from .records import EventRecord, LogRecord, SlotRecord
 from .settings import DEFAULT_PROJECT, Settings
 from .table import (
     INDEX_BY_AGENT,
@@ -118,6 +120,31 @@ def _values(**values: Any) -> dict[str, Any]:
     return {f":{k}": _to_attr(v) for k, v in values.items()}
 
 
+# --- the translator: items as read (decoded) to typed records, the one place that builds them
+
+_SLOT_FIELDS = frozenset(f.name for f in dataclass_fields(SlotRecord)) - {"status", "rule", "stored"}
+_EVENT_FIELDS = frozenset(f.name for f in dataclass_fields(EventRecord)) - {"stored"}
+
+
+def slot_record(stored: dict[str, Any]) -> SlotRecord:
+    """A dispatch item, decoded (from_item), as a SlotRecord."""
+    return SlotRecord(status=Status(stored["status"]), rule=Rule(stored.get("rule") or Rule.AGENTS), stored=stored,
+                      **{k: v for k, v in stored.items() if k in _SLOT_FIELDS})
+
+
+def event_record(stored: dict[str, Any]) -> EventRecord:
+    """An event item, decoded, as an EventRecord."""
+    return EventRecord(stored=stored, **{k: v for k, v in stored.items() if k in _EVENT_FIELDS})
+
+
+def _slot_or_none(stored: dict[str, Any]) -> SlotRecord | None:
+    return slot_record(stored) if stored else None
+
+
+def log_record(stored: dict[str, Any]) -> LogRecord:
+    return event_record(stored) if stored.get("record_type") == "event" else slot_record(stored)
+
+
 class DynamoStore:
     """DispatchStore backed by one DynamoDB table (see table.py), for one LiveKit project.
 
@@ -169,17 +196,17 @@ class DynamoStore:
 
     # --- reads ------------------------------------------------------------
 
-    async def load_slots(self, room_sid: str) -> dict[str, dict[str, Any]]:
+    async def load_slots(self, room_sid: str) -> dict[str, SlotRecord]:
         items = await self._query_all(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
             ExpressionAttributeValues=_values(pk=self.room_pk(room_sid), prefix="DISPATCH#"),
             ConsistentRead=True,
         )
-        return {item["sk"]: item for item in items}
+        return {item[SK]: slot_record(item) for item in items}
 
     async def query_log(self, *, room: str | None = None, agent: str | None = None,
                         status: str | None = None, since: float, record_type: str = "dispatch",
-                        limit: int = 1000) -> list[dict[str, Any]]:
+                        limit: int = 1000) -> list[LogRecord]:
         """Dispatch (or event) records newest first, through the index that fits the filter."""
         since_iso = iso(since)
         filters = ["record_type = :rt"]
@@ -220,9 +247,9 @@ class DynamoStore:
             if len(out) >= limit:
                 break
         out.sort(key=lambda r: r.get("created_at", ""), reverse=True)
-        return out[:limit]
+        return [log_record(r) for r in out[:limit]]
 
-    async def pending(self, days: int = 2) -> list[dict[str, Any]]:
+    async def pending(self, days: int = 2) -> list[SlotRecord]:
         """Every slot not yet settled that became pending in the last `days` days: the sweeper's list."""
         out: list[dict[str, Any]] = []
         now = self._clock()
@@ -233,9 +260,9 @@ class DynamoStore:
                 IndexName=INDEX_BY_PENDING, KeyConditionExpression="#p = :day",
                 ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE} | project_names,
                 ExpressionAttributeValues=_values(day=day, **project_values), **filtered)
-        return out
+        return [slot_record(r) for r in out]
 
-    async def settle(self, record: dict[str, Any], status: Status, reason: str, *,
+    async def settle(self, record: SlotRecord, status: Status, reason: str, *,
                      as_of: float | None = None) -> bool:
         """Close a slot for good: FAILED (its agent never came, or left with no attempts
         left) or ENDED (its agent left as intended, isn't wanted any more, or its room
@@ -257,21 +284,21 @@ class DynamoStore:
         else:
             raise ValueError(f"a slot is settled as FAILED or ENDED, not {status}")
         settled, _ = await self._conditional_update(
-            record[PK], record[SK],
+            record.pk, record.sk,
             UpdateExpression=f"SET {fields}, settled_as_of_ms = :as_of REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, "
                              "missing_since"
             + (", retryable" if status == Status.ENDED else ""),
             ConditionExpression="#status = :old AND #owner = :owner",
             ExpressionAttributeNames={"#status": "status", "#owner": "owner"} | names,
             ExpressionAttributeValues=_values(
-                new=status.value, why=reason[:2000], now=now, as_of=as_of_ms, old=record.get("status", ""),
-                owner=record.get("owner", ""), **({"no": False} if status == Status.FAILED else {})),
+                new=status.value, why=reason[:2000], now=now, as_of=as_of_ms, old=record.status.value,
+                owner=record.owner, **({"no": False} if status == Status.FAILED else {})),
         )
         if settled:
-            await self._release(record[PK], record[SK])
+            await self._release(record.pk, record.sk)
         return settled
 
-    async def mark_missing(self, record: dict[str, Any], seen_missing: bool) -> dict[str, Any] | None:
+    async def mark_missing(self, record: SlotRecord, seen_missing: bool) -> SlotRecord | None:
         """Note, or clear, that a JOINED slot's agent is not in its room (the sweeper's check).
 
         Returns the slot as it now stands; None if it was no longer the JOINED slot read.
@@ -281,18 +308,18 @@ class DynamoStore:
         update = ("SET missing_since = if_not_exists(missing_since, :now)" if seen_missing
                   else "REMOVE missing_since")
         written, current = await self._conditional_update(
-            record[PK], record[SK],
+            record.pk, record.sk,
             UpdateExpression=update,
             ConditionExpression="#status = :joined AND #owner = :owner AND agent_identity = :ident",
             ExpressionAttributeNames={"#status": "status", "#owner": "owner"},
-            ExpressionAttributeValues=_values(joined=Status.JOINED.value, owner=record.get("owner", ""),
-                                              ident=record.get("agent_identity", ""),
+            ExpressionAttributeValues=_values(joined=Status.JOINED.value, owner=record.owner,
+                                              ident=record.agent_identity,
                                               **({"now": now} if seen_missing else {})),
             ReturnValues="ALL_NEW",
         )
         return current if written else None
 
-    async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
+    async def room_timeline(self, room_name: str, since: float) -> list[LogRecord]:
         """Every event and dispatch record of a room name, oldest first."""
         project_filter, project_values, project_names = self.project_filter()
         filtered: dict[str, Any] = ({"FilterExpression": project_filter, "ExpressionAttributeNames": project_names}
@@ -303,11 +330,11 @@ class DynamoStore:
             ExpressionAttributeValues=_values(room=room_name, since=iso(since), **project_values),
             **filtered,
         )
-        return sorted(items, key=lambda r: r.get("created_at", ""))
+        return [log_record(r) for r in sorted(items, key=lambda r: r.get("created_at", ""))]
 
     # --- the claim state machine --------------------------------------------
 
-    async def claim(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any] | None,
+    async def claim(self, planned: PlannedDispatch, event_id: str, existing: SlotRecord | None,
                     *, redispatch: str | None = None) -> Claim:
         """Own the slot, or raise the ClaimError that says why not.
 
@@ -328,7 +355,7 @@ class DynamoStore:
                 return claim
         raise ClaimInProgress(planned.slot, existing, "the slot kept changing under concurrent claims")
 
-    async def _claim_new(self, planned: PlannedDispatch, event_id: str) -> tuple[Claim | None, dict[str, Any] | None]:
+    async def _claim_new(self, planned: PlannedDispatch, event_id: str) -> tuple[Claim | None, SlotRecord | None]:
         now = self._clock()
         owner = uuid.uuid4().hex
         record = self._new_record(planned, event_id, now, Status.CLAIMED) | {
@@ -354,7 +381,7 @@ class DynamoStore:
         if reasons is not None:
             slot_reason, cap_reason = (reasons + [{}, {}])[:2]
             if slot_reason.get("Code") == "ConditionalCheckFailed":
-                return None, from_item(slot_reason.get("Item") or {}) or None
+                return None, _slot_or_none(from_item(slot_reason.get("Item") or {}))
             if cap_reason.get("Code") == "ConditionalCheckFailed":
                 await self._room_is_full(planned)
             # TransactionConflict, or a cap that was counting slots since closed: decide again.
@@ -386,7 +413,7 @@ class DynamoStore:
         pk = self.room_pk(planned.room_sid)
         session = await self._call("get_item", Key=to_item({PK: pk, SK: SESSION_SK}), ConsistentRead=True)
         counted = set((session.get("Item") or {}).get("open_slots", {}).get("SS", []))
-        really_open = {key for key, record in (await self.load_slots(planned.room_sid)).items() if _is_open(record)}
+        really_open = {key for key, record in (await self.load_slots(planned.room_sid)).items() if record.is_open}
         if counted <= really_open:
             raise RoomCapReached(planned.slot, None,
                                  f"room cap of {self._settings.max_agents_per_room} agents reached")
@@ -395,38 +422,38 @@ class DynamoStore:
                          UpdateExpression="DELETE open_slots :stale",
                          ExpressionAttributeValues={":stale": {"SS": stale}})
 
-    async def _take_over(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any],
-                         redispatch: str | None) -> tuple[Claim | None, dict[str, Any] | None]:
-        status = existing.get("status")
+    async def _take_over(self, planned: PlannedDispatch, event_id: str, existing: SlotRecord,
+                         redispatch: str | None) -> tuple[Claim | None, SlotRecord | None]:
+        status = existing.status
         now = self._clock()
         reopen = _new_presence(planned, existing)
         if not reopen:
             if status in DONE and not (redispatch and status in (Status.DISPATCHED, Status.JOINED)):
                 raise SlotAlreadyDispatched(planned.slot, existing)
             if status == Status.REJECTED:
-                raise SlotClosed(planned.slot, existing, f"rejected: {existing.get('reason', '')}")
-            if status == Status.CLAIMED and existing.get("lease_expires_at", 0) > now:
+                raise SlotClosed(planned.slot, existing, f"rejected: {existing.reason}")
+            if status == Status.CLAIMED and existing.lease_expires_at > now:
                 raise ClaimInProgress(planned.slot, existing)
-        attempts = 0 if reopen else int(existing.get("attempts", 0))
+        attempts = 0 if reopen else existing.attempts
         # An expired claim on the last attempt is finished, not retried: adopt or fail.
         last_chance = status == Status.CLAIMED and attempts >= self._settings.max_dispatch_attempts
         if last_chance:
             attempts -= 1
         if status == Status.FAILED and not reopen and (
-                not existing.get("retryable") or attempts >= self._settings.max_dispatch_attempts):
-            raise SlotClosed(planned.slot, existing, f"failed after {attempts} attempt(s): {existing.get('error', '')}")
+                not existing.retryable or attempts >= self._settings.max_dispatch_attempts):
+            raise SlotClosed(planned.slot, existing, f"failed after {attempts} attempt(s): {existing.error}")
         if reopen:
             # A settled slot counts against the cap again.
             await self._reoccupy(planned, now)
 
         owner = uuid.uuid4().hex
-        generation = int(existing.get("generation", 1)) + (1 if reopen else 0)
+        generation = (1 if existing.generation is None else existing.generation) + (1 if reopen else 0)
         # A re-dispatch condemns the slot's dispatch; a takeover of a claim that was replacing
         # one carries on replacing it (its owner may have died before deleting it).
-        replacing = (existing.get("dispatch_id", "") if redispatch else existing.get("replacing", "")) \
+        replacing = (existing.dispatch_id if redispatch else existing.replacing) \
             if not reopen else ""
         written, current = await self._conditional_update(
-            existing[PK], existing[SK],
+            existing.pk, existing.sk,
             UpdateExpression="SET #status = :claimed, #owner = :owner, lease_expires_at = :lease, "
                              "attempts = :attempts, claimed_at = :now, updated_at = :now, event_id = :event, "
                              "#trigger = :trigger, job_metadata = :job, #pending = :day, generation = :gen, "
@@ -440,23 +467,23 @@ class DynamoStore:
                                 if reopen else ""),
             # Optimistic: only if nobody moved the slot since we read it.
             ConditionExpression="#status = :old_status AND " + (
-                "#owner = :old_owner" if "owner" in existing else "attribute_not_exists(#owner)"),
+                "#owner = :old_owner" if existing.owner else "attribute_not_exists(#owner)"),
             ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger",
                                       "#pending": PENDING_ATTRIBUTE} | ({"#error": "error"} if reopen else {}),
             ExpressionAttributeValues=_values(
                 claimed=Status.CLAIMED.value, owner=owner, attempts=attempts + 1,
                 lease=now + self._settings.claim_lease_seconds, now=iso(now), event=event_id,
                 trigger=planned.trigger, job=planned.job_metadata(), day=iso(now)[:10], gen=generation,
-                by=planned.triggered_by or existing.get("triggered_by", ""),
-                presence=planned.participant_sid or existing.get("presence_sid", ""),
-                joined=planned.participant_joined_ms or existing.get("presence_joined_ms", 0),
-                old_status=status, **({"old_owner": existing["owner"]} if "owner" in existing else {}),
+                by=planned.triggered_by or existing.triggered_by,
+                presence=planned.participant_sid or existing.presence_sid,
+                joined=planned.participant_joined_ms or existing.presence_joined_ms,
+                old_status=status.value, **({"old_owner": existing.owner} if existing.owner else {}),
                 **({"why": redispatch} if redispatch else {}), **({"replacing": replacing} if replacing else {})),
         )
         if not written:
             return None, current or None
         return Claim(planned, owner, attempt=attempts + 1, takeover=not reopen,
-                     previous_dispatch_id="" if reopen else existing.get("dispatch_id", ""),
+                     previous_dispatch_id="" if reopen else existing.dispatch_id,
                      last_chance=last_chance, replacing=replacing), None
 
     async def _reoccupy(self, planned: PlannedDispatch, now: float) -> None:
@@ -532,7 +559,7 @@ class DynamoStore:
         included: nothing may dispatch a finished session's slot into a later one."""
         ended = 0
         for slot, record in (await self.load_slots(room_sid)).items():
-            if not _is_open(record):
+            if not record.is_open:
                 continue
             now = iso(self._clock())
             written, _ = await self._conditional_update(
@@ -549,17 +576,17 @@ class DynamoStore:
             ended += written
         return ended
 
-    async def note_orphan(self, record: dict[str, Any], dispatch_id: str, why: str) -> None:
+    async def note_orphan(self, record: SlotRecord, dispatch_id: str, why: str) -> None:
         """Write on the slot that a dispatch carrying it, not its own, was deleted, and why."""
         note = {"dispatch_id": dispatch_id, "deleted_at": iso(self._clock()), "why": why[:500]}
         # A slot gone since (its record expired) needs no note: a failed condition is no error.
         await self._write_if(
-            "update_item", Key=to_item({PK: record[PK], SK: record[SK]}),
+            "update_item", Key=to_item({PK: record.pk, SK: record.sk}),
             UpdateExpression="SET orphans = list_append(if_not_exists(orphans, :none), :note)",
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues=_values(none=[], note=[note]))
 
-    async def replay_event(self, pk: str, sk: str) -> dict[str, Any] | None:
+    async def replay_event(self, pk: str, sk: str) -> EventRecord | None:
         """A re-delivered event's record, if its first handling was answered 200; else None.
 
         One conditional UpdateItem that counts the delivery where there is an answer to
@@ -573,20 +600,19 @@ class DynamoStore:
             UpdateExpression="SET last_received_at = :now ADD deliveries :one",
             ExpressionAttributeValues=_values(now=iso(self._clock()), one=1),
             ReturnValues="ALL_NEW")
-        return from_item(response.get("Attributes") or {}) if answered else None
+        return event_record(from_item(response.get("Attributes") or {})) if answered else None
 
-    async def record_event(self, event_record: dict[str, Any]) -> None:
+    async def record_event(self, event: EventRecord, *, received_at: float, answered: bool) -> None:
         """Upsert one received webhook; a redelivery bumps `deliveries` and keeps the first time.
 
-        `answered` (True when the webhook is answered 200) stamps `answered_at` once: from then
+        `received_at` is when this delivery came. `answered` (True when the webhook is answered
+        200) stamps `answered_at` once: from then
         on a re-delivery is replayed from this record (replay_event). A record of an answer
         that asks for a retry never overwrites one that was answered: two deliveries handled
         at once may finish in either order, and the 200 is the answer that stands.
         """
         now = self._clock()
-        received_at = event_record.get("received_at", now)
-        answered = bool(event_record.get("answered"))
-        fields = {k: v for k, v in event_record.items() if k not in (PK, SK, "received_at", "answered")}
+        fields = event.written()
         fields["last_received_at"] = iso(now)
         fields["record_type"] = "event"
         fields.update(self._project_fields())
@@ -605,13 +631,13 @@ class DynamoStore:
         # A failed condition: another delivery of it was answered 200 meanwhile, and that record
         # stands. (An answered record's write has no condition: it cannot fail one.)
         await self._write_if(
-            "update_item", Key=to_item({PK: event_record[PK], SK: event_record[SK]}),
+            "update_item", Key=to_item({PK: event.pk, SK: event.sk}),
             UpdateExpression=expression + " ADD deliveries :one",
             ExpressionAttributeNames=names, ExpressionAttributeValues=values, **condition)
 
     # --- helpers ------------------------------------------------------------
 
-    async def _conditional_update(self, pk: str, sk: str, **request: Any) -> tuple[bool, dict[str, Any]]:
+    async def _conditional_update(self, pk: str, sk: str, **request: Any) -> tuple[bool, SlotRecord | None]:
         """One conditional UpdateItem: (True, the item as written, if ReturnValues asks for it)
         or (False, the item as it stands, which says why the condition failed).
 
@@ -630,8 +656,8 @@ class DynamoStore:
                                                  ReturnValuesOnConditionCheckFailure="ALL_OLD", **request)
         if not written:
             current = from_item(response.get("Item") or {})
-            return current.get("write_token") == token, current
-        return True, from_item(response.get("Attributes") or {})
+            return current.get("write_token") == token, _slot_or_none(current)
+        return True, _slot_or_none(from_item(response.get("Attributes") or {}))
 
     async def _release(self, pk: str, slot: str) -> None:
         """The slot no longer counts against its room's cap (see _claim_new)."""
@@ -711,13 +737,7 @@ class DynamoStore:
         return None
 
 
-def _is_open(record: dict[str, Any]) -> bool:
-    """Not settled: the slot has, or may still get, an agent in its room."""
-    status = record.get("status")
-    return status in OPEN or (status == Status.FAILED and bool(record.get("retryable")))
-
-
-def _new_presence(planned: PlannedDispatch, existing: dict[str, Any]) -> bool:
+def _new_presence(planned: PlannedDispatch, existing: SlotRecord) -> bool:
     """A participant rule's slot that settled (its agent left or never came) is opened again,
     as a new generation, by a participant who joined after it settled: a caller who comes
     back, or a room that emptied and filled again. A re-delivery of the join that opened
@@ -726,15 +746,12 @@ def _new_presence(planned: PlannedDispatch, existing: dict[str, Any]) -> bool:
     under the time between a hang-up and the next call."""
     if planned.rule is not Rule.ON_PARTICIPANT_JOINED or not planned.participant_joined_ms:
         return False
-    status = existing.get("status")
-    if status == Status.FAILED and existing.get("retryable"):
+    if existing.retryable_failure or existing.status not in (Status.ENDED, Status.FAILED, Status.REJECTED):
         return False
-    if status not in (Status.ENDED, Status.FAILED, Status.REJECTED):
-        return False
-    if existing.get("settled_as_of_ms"):
-        return planned.participant_joined_ms >= int(existing["settled_as_of_ms"])
-    settled_at = existing.get("ended_at") or existing.get("failed_at") or existing.get("rejected_at")
-    return bool(settled_at) and planned.participant_joined_ms > _iso_ms(str(settled_at))
+    if existing.settled_as_of_ms:
+        return planned.participant_joined_ms >= existing.settled_as_of_ms
+    settled_at = existing.settled_at
+    return bool(settled_at) and planned.participant_joined_ms > _iso_ms(settled_at)
 
 
 def _iso_ms(timestamp: str) -> int:

@@ -39,8 +39,8 @@ from .policy import (
     Rule,
     decide,
     participant_kind,
-    planned_from_record,
 )
+from .records import EventRecord, SlotRecord
 from .settings import DEFAULT_PROJECT, Project, Settings
 from .table import event_sk, room_pk
 from .wire import DISPATCH_ID_ATTRIBUTE, DONE_ATTRIBUTE
@@ -74,7 +74,7 @@ class Outcome:
     slots: list[SlotResult] = field(default_factory=list)
     note: str = ""
     # A re-delivery of an event already answered 200: that first answer, as recorded.
-    replay: dict[str, Any] | None = None
+    replay: EventRecord | None = None
 
     @property
     def retry(self) -> bool:
@@ -83,8 +83,7 @@ class Outcome:
     def answer(self) -> dict[str, Any]:
         """The webhook's answer body (beside the event id): the first answer again for a replay."""
         if self.replay is not None:
-            return {"decision": self.replay.get("decision"), "outcome": dict(self.replay.get("outcome") or {},
-                                                                              replayed=True)}
+            return {"decision": dict(self.replay.decision), "outcome": dict(self.replay.outcome, replayed=True)}
         return {"decision": self.decision.summary(), "outcome": self.as_dict()}
 
     def as_dict(self) -> dict[str, Any]:
@@ -206,7 +205,7 @@ class Pipeline:
                 # The same line as a handled event's, so the saved log queries see replays too.
                 log.info(f"{source} event handled", extra={
                     "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
-                    **outcome.answer(), "deliveries": replay.get("deliveries")})
+                    **outcome.answer(), "deliveries": replay.deliveries})
                 return outcome
         try:
             if decision.action is Action.DISPATCH:
@@ -227,9 +226,8 @@ class Pipeline:
             # A sweeper's look that changed nothing is not recorded: it passes every live room
             # every minute, and those records were most of a room's writes (BENCHMARKS.md, cost).
             if source != "sweep" or not _changed_nothing(outcome):
-                await self.store.record_event(self._event_record(event, decision, outcome)
-                                              | {"received_at": received_at, "source": source,
-                                                 "answered": not outcome.retry})
+                await self.store.record_event(self._event_record(event, decision, outcome, source),
+                                              received_at=received_at, answered=not outcome.retry)
         finally:
             metrics.flush()
         log.info(f"{source} event handled", extra={
@@ -272,7 +270,7 @@ class Pipeline:
         results += [r for r in done if isinstance(r, SlotResult)]
         return Outcome(decision, results)
 
-    async def dispatch_slot(self, planned: PlannedDispatch, existing: dict[str, Any] | None, event_id: str,
+    async def dispatch_slot(self, planned: PlannedDispatch, existing: SlotRecord | None, event_id: str,
                             metrics: Metrics, *, redispatch: str | None = None) -> SlotResult:
         """claim → dispatch → record for one slot. `redispatch` replaces a dispatch whose agent never came or left."""
         slot = planned.slot
@@ -280,7 +278,7 @@ class Pipeline:
             claim = await self.store.claim(planned, event_id, existing, redispatch=redispatch)
         except SlotAlreadyDispatched as exc:
             metrics.add("DuplicateDeliveries", 1)
-            return SlotResult(slot, "duplicate", detail=f"already {exc.record.get('status')}")
+            return SlotResult(slot, "duplicate", detail=f"already {exc.record.status if exc.record else None}")
         except ClaimInProgress:
             metrics.add("ClaimsInProgress", 1)
             return SlotResult(slot, "in_progress", retry=True, detail="another delivery holds the claim")
@@ -340,7 +338,7 @@ class Pipeline:
         metrics.add("Redispatches" if redispatch else "Dispatches", 1)
         return SlotResult(slot, "redispatched" if redispatch else "dispatched", detail=dispatch_id)
 
-    async def _withdraw(self, planned: PlannedDispatch, dispatch_id: str, current: dict[str, Any]) -> None:
+    async def _withdraw(self, planned: PlannedDispatch, dispatch_id: str, current: SlotRecord | None) -> None:
         """Our lease ran out while LiveKit created our dispatch, and someone else owns the slot now.
 
         Our dispatch goes only once the slot has settled on another: it holds a different
@@ -349,9 +347,7 @@ class Pipeline:
         decides later, as it does for any dispatch that is not its slot's.
         """
         log.error("lease lost after dispatch", extra={"slot": planned.slot, "dispatch_id": dispatch_id})
-        status = current.get("status")
-        if current.get("dispatch_id") == dispatch_id or status == Status.CLAIMED or (
-                status == Status.FAILED and current.get("retryable")):
+        if current is not None and (current.dispatch_id == dispatch_id or current.being_claimed):
             return
         try:
             await self.livekit.delete(dispatch_id, planned.room_name)
@@ -374,11 +370,11 @@ class Pipeline:
         if not name or not event.room.sid:
             return Outcome(decision, note="agent participant without lk.agent_name or room")
         slots = await self.store.load_slots(event.room.sid)
-        if any(r.get("status") == Status.JOINED and r.get("agent_identity") == identity
-               and r.get("agent_sid", sid) == sid for r in slots.values()):
+        if any(r.status == Status.JOINED and r.agent_identity == identity and r.agent_sid in (None, sid)
+               for r in slots.values()):
             return Outcome(decision, [SlotResult("", "duplicate", detail=f"{identity} already joined")])
-        candidates = [r for r in slots.values() if r.get("agent_name") == name
-                      and r.get("status") in (Status.CLAIMED, Status.DISPATCHED)]
+        candidates = [r for r in slots.values() if r.agent_name == name
+                      and r.status in (Status.CLAIMED, Status.DISPATCHED)]
         dispatch_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
         if not dispatch_id:
             if not candidates:
@@ -392,17 +388,17 @@ class Pipeline:
             if not dispatch_id:
                 return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
                                                      detail=f"LiveKit does not yet say which dispatch {identity} is")])
-        match = next((r for r in candidates if r.get("dispatch_id") == dispatch_id), None)
+        match = next((r for r in candidates if r.dispatch_id == dispatch_id), None)
         if match is None:
-            if any(r.get("status") == Status.CLAIMED for r in candidates):
+            if any(r.status == Status.CLAIMED for r in candidates):
                 # The owner may be writing this very id now: ask again shortly.
                 return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
                                                      detail=f"a claim of {name!r} is still being recorded")])
             return Outcome(decision, note=f"{identity} came from dispatch {dispatch_id}, not an open one of ours")
-        joined = await self.store.mark_joined(event.room.sid, match["sk"], identity, dispatch_id, sid)
+        joined = await self.store.mark_joined(event.room.sid, match.slot, identity, dispatch_id, sid)
         if joined:
             record_time_to_agent(event)
-        return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
+        return Outcome(decision, [SlotResult(match.slot, "joined" if joined else "duplicate", detail=identity)])
 
     async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
         """An agent left (or its connection aborted): its slot ends if it meant to, else the room may get it back.
@@ -422,39 +418,37 @@ class Pipeline:
         if record is None:
             return Outcome(decision, note=f"{identity} held no open Switchboard dispatch")
         event_id = event_id_of(event)
-        if record.get("event_id") == event_id:
-            return Outcome(decision, [SlotResult(record["sk"], "duplicate", detail="this departure was handled")])
+        if record.event_id == event_id:
+            return Outcome(decision, [SlotResult(record.slot, "duplicate", detail="this departure was handled")])
         try:
             still_here = any(p.sid == event.participant.sid for p in await self.livekit.participants(event.room.name))
         except LiveKitUnavailable as exc:
-            return Outcome(decision, [SlotResult(record["sk"], "unconfirmed", retry=True, detail=str(exc))])
+            return Outcome(decision, [SlotResult(record.slot, "unconfirmed", retry=True, detail=str(exc))])
         except LiveKitRejected as exc:
-            return Outcome(decision, [SlotResult(record["sk"], "unconfirmed", detail=str(exc))])
+            return Outcome(decision, [SlotResult(record.slot, "unconfirmed", detail=str(exc))])
         if still_here:
             # Stale (a reordered or replayed webhook): deleting a dispatch can't be undone.
-            return Outcome(decision, [SlotResult(record["sk"], "stale",
+            return Outcome(decision, [SlotResult(record.slot, "stale",
                                                  detail=f"{identity} ({event.participant.sid}) is still in the room")])
         done = event.participant.attributes.get(DONE_ATTRIBUTE, "")
         if done or event.participant.disconnect_reason in INTENDED_LEAVES:
             why = f"agent {identity} left as intended ({reason}" + (f": {done[:200]})" if done else ")")
             settled = await self.store.settle(record, Status.ENDED, why)
-            return Outcome(decision, [SlotResult(record["sk"], "ended" if settled else "duplicate", detail=why)])
+            return Outcome(decision, [SlotResult(record.slot, "ended" if settled else "duplicate", detail=why)])
         how = "left" if event.event == "participant_left" else "could not connect"
         result = await self.replace_agent(record, f"agent {identity} {how} ({reason})", event_id, metrics)
         return Outcome(decision, [result])
 
-    async def _slot_of_agent(self, event: WebhookEvent, decision: Decision) -> dict[str, Any] | None:
+    async def _slot_of_agent(self, event: WebhookEvent, decision: Decision) -> SlotRecord | None:
         """The open slot whose current dispatch the leaving agent was, on evidence: the sid it
         joined with, its dispatch-id attribute, or (a join never confirmed, or a worker that
         sets no attribute) the job LiveKit says it is. A reused identity is not evidence."""
         if not event.room.sid:
             return None
         slots = [r for r in (await self.store.load_slots(event.room.sid)).values()
-                 if r.get("status") in (Status.DISPATCHED, Status.JOINED)
-                 and r.get("agent_name") == decision.agent_name]
+                 if r.status in (Status.DISPATCHED, Status.JOINED) and r.agent_name == decision.agent_name]
         sid = event.participant.sid
-        by_sid = next((r for r in slots
-                       if r.get("status") == Status.JOINED and sid and r.get("agent_sid") == sid), None)
+        by_sid = next((r for r in slots if r.status == Status.JOINED and sid and r.agent_sid == sid), None)
         if by_sid is not None:
             return by_sid
         dispatch_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
@@ -464,12 +458,12 @@ class Pipeline:
                     event.room.name, decision.agent_name, decision.agent_identity) or ""
             except LiveKitRejected:
                 return None
-        match = next((r for r in slots if dispatch_id and r.get("dispatch_id") == dispatch_id), None)
-        if match is not None and match.get("status") == Status.JOINED and match.get("agent_sid") not in ("", None, sid):
+        match = next((r for r in slots if dispatch_id and r.dispatch_id == dispatch_id), None)
+        if match is not None and match.status == Status.JOINED and match.agent_sid not in ("", None, sid):
             return None  # its dispatch, but a later connection of it: that one is what the slot holds now
         return match
 
-    async def replace_agent(self, record: dict[str, Any], why: str, event_id: str, metrics: Metrics) -> SlotResult:
+    async def replace_agent(self, record: SlotRecord, why: str, event_id: str, metrics: Metrics) -> SlotResult:
         """A slot's agent is gone without meaning to go: dispatch it again if the room still wants it.
 
         A room's own agent is wanted for as long as its room session is open, people or
@@ -478,7 +472,7 @@ class Pipeline:
         while anyone is). Bounded by max_dispatch_attempts. Whatever is decided is written
         on the slot, so it never waits on an agent that is gone.
         """
-        planned = planned_from_record(record, trigger="agent_left")
+        planned = record.planned_again(trigger="agent_left")
         slot = planned.slot
         looked_at = self.clock()
         try:
@@ -488,10 +482,10 @@ class Pipeline:
             return SlotResult(slot, "unconfirmed", retry=True, detail=str(exc))
         except LiveKitRejected as exc:
             return SlotResult(slot, "unconfirmed", detail=str(exc))
-        if record.get("agent_sid") and any(p.sid == record["agent_sid"] for p in present):
+        if record.agent_sid and any(p.sid == record.agent_sid for p in present):
             # Look before deleting: the agent the slot holds is in the room now (what said it
             # was gone is older than this look).
-            return SlotResult(slot, "stale", detail=f"{record.get('agent_identity')} is in the room")
+            return SlotResult(slot, "stale", detail=f"{record.agent_identity} is in the room")
         if room is None or room.sid != planned.room_sid:
             not_wanted = "the room session is over"
         else:
@@ -505,9 +499,9 @@ class Pipeline:
             return SlotResult(slot, "failed", detail=f"{why}; no attempts left")
         return await self.dispatch_slot(planned, record, event_id, metrics, redispatch=why)
 
-    async def give_up_if_spent(self, record: dict[str, Any], why: str, metrics: Metrics) -> bool:
+    async def give_up_if_spent(self, record: SlotRecord, why: str, metrics: Metrics) -> bool:
         """If the slot has used its max_dispatch_attempts, settle it FAILED with `why` and say so."""
-        attempts = int(record.get("attempts", 1))
+        attempts = record.attempts or 1  # (a record without attempts was never claimed: its first)
         if attempts < self.settings.max_dispatch_attempts:
             return False
         if await self.store.settle(record, Status.FAILED, f"{why}; gave up after {attempts} attempt(s)"):
@@ -537,19 +531,13 @@ class Pipeline:
         """(pk, sk) of the event's record: the one place both the replay check and the record use."""
         return room_pk(event.room.sid or "-", self.project), event_sk(event_id_of(event))
 
-    def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome) -> dict[str, Any]:
+    def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome, source: str) -> EventRecord:
         participant = event.participant if event.HasField("participant") else None
         pk, sk = self._event_key(event)
-        return {
-            "pk": pk,
-            "sk": sk,
-            "event_id": event_id_of(event),
-            "event_type": event.event,
-            "room_name": event.room.name,
-            "room_sid": event.room.sid,
-            "participant_identity": participant.identity if participant else "",
-            "participant_kind": participant_kind(participant) if participant else "",
-            "event_created_at": int(event.created_at),
-            "decision": decision.summary(),
-            "outcome": outcome.as_dict(),
-        }
+        return EventRecord(
+            pk=pk, sk=sk, event_id=event_id_of(event), event_type=event.event,
+            room_name=event.room.name, room_sid=event.room.sid,
+            participant_identity=participant.identity if participant else "",
+            participant_kind=participant_kind(participant) if participant else "",
+            event_created_at=int(event.created_at),
+            decision=decision.summary(), outcome=outcome.as_dict(), source=source)
