@@ -32,6 +32,7 @@ from .contract import Routing
 from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
 from .events import Relevance, relevance
 from .observability import Metrics, record_time_to_agent
+from .outcomes import SlotOutcome, Source
 from .policy import (
     Action,
     Decision,
@@ -57,12 +58,12 @@ INTENDED_LEAVES = frozenset({
 @dataclass(frozen=True)
 class SlotResult:
     slot: str
-    result: str
+    result: SlotOutcome
     retry: bool = False
     detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"slot": self.slot, "result": self.result}
+        out = {"slot": self.slot, "result": self.result.value}
         if self.detail:
             out["detail"] = self.detail
         return out
@@ -97,7 +98,8 @@ class Outcome:
 
 def _changed_nothing(outcome: Outcome) -> bool:
     """Nothing was claimed, dispatched, settled or asked again: an ignore, or every slot already as wanted."""
-    return not outcome.retry and not outcome.note and all(s.result == "duplicate" for s in outcome.slots) and (
+    return not outcome.retry and not outcome.note and all(
+        s.result is SlotOutcome.DUPLICATE for s in outcome.slots) and (
         bool(outcome.slots) or outcome.decision.action is Action.IGNORE)
 
 
@@ -177,10 +179,10 @@ class Pipeline:
         # projects is the default project's).
         self.project: str = getattr(store, "project", None) or DEFAULT_PROJECT
 
-    async def handle(self, event: WebhookEvent, *, source: str = "webhook") -> Outcome:
+    async def handle(self, event: WebhookEvent, *, source: Source = Source.WEBHOOK) -> Outcome:
         """Act on one verified event and record it. Raises StoreUnavailable if the log is down.
 
-        `source` is "webhook", or "sweep" for an event the sweeper rebuilt from
+        `source` is WEBHOOK, or SWEEP for an event the sweeper rebuilt from
         LiveKit's state because the real one may have been dropped.
         """
         metrics = Metrics()
@@ -191,8 +193,8 @@ class Pipeline:
             metrics.flush(event_type=event.event, room_name=event.room.name)
             return Outcome(Decision(Action.IGNORE, f"{event.event} events cannot change a decision: {why}"))
         received_at = time.time()
-        decision = decide(event, self.routing, self.settings, trigger="reconcile" if source == "sweep" else None)
-        if source == "webhook" and decision.action is not Action.IGNORE:
+        decision = decide(event, self.routing, self.settings, trigger="reconcile" if source is Source.SWEEP else None)
+        if source is Source.WEBHOOK and decision.action is not Action.IGNORE:
             # Idempotency by event id: a re-delivery of an event already answered 200 is
             # answered from its record, in one conditional write (it also counts the delivery).
             # Anything less than a 200 on record (a 503, a crash, a lost lease's retry) is
@@ -211,7 +213,7 @@ class Pipeline:
             if decision.action is Action.DISPATCH:
                 # A delivered room_started claims without reading first: it is on the path that brings
                 # a new room its agents, and its slots almost never exist yet (see _dispatch).
-                first_event = source == "webhook" and event.event == "room_started"
+                first_event = source is Source.WEBHOOK and event.event == "room_started"
                 outcome = await self._dispatch(event, decision, metrics, read_first=not first_event)
             elif decision.action is Action.CONFIRM_JOIN:
                 outcome = await self._confirm_join(event, decision)
@@ -225,7 +227,7 @@ class Pipeline:
             # `answered`: this record is a 200, so a re-delivery replays it (see replay_event).
             # A sweeper's look that changed nothing is not recorded: it passes every live room
             # every minute, and those records were most of a room's writes (BENCHMARKS.md, cost).
-            if source != "sweep" or not _changed_nothing(outcome):
+            if source is not Source.SWEEP or not _changed_nothing(outcome):
                 await self.store.record_event(self._event_record(event, decision, outcome, source),
                                               received_at=received_at, answered=not outcome.retry)
         finally:
@@ -258,7 +260,7 @@ class Pipeline:
             # The write is conditional: False when the slot already had a record.
             if slot not in slots and await self.store.record_rejection(rejection.planned, event_id, rejection.reason):
                 metrics.add("AgentsRejected", 1)
-            results.append(SlotResult(slot, "rejected", detail=rejection.reason))
+            results.append(SlotResult(slot, SlotOutcome.REJECTED, detail=rejection.reason))
         # Every sibling runs to its end before the answer: a 503 while a claim is still
         # mid-CreateDispatch would leave it frozen there on Lambda.
         done = await asyncio.gather(*(
@@ -278,16 +280,17 @@ class Pipeline:
             claim = await self.store.claim(planned, event_id, existing, redispatch=redispatch)
         except SlotAlreadyDispatched as exc:
             metrics.add("DuplicateDeliveries", 1)
-            return SlotResult(slot, "duplicate", detail=f"already {exc.record.status if exc.record else None}")
+            return SlotResult(slot, SlotOutcome.DUPLICATE,
+                              detail=f"already {exc.record.status if exc.record else None}")
         except ClaimInProgress:
             metrics.add("ClaimsInProgress", 1)
-            return SlotResult(slot, "in_progress", retry=True, detail="another delivery holds the claim")
+            return SlotResult(slot, SlotOutcome.IN_PROGRESS, retry=True, detail="another delivery holds the claim")
         except SlotClosed as exc:
-            return SlotResult(slot, "closed", detail=str(exc))
+            return SlotResult(slot, SlotOutcome.CLOSED, detail=str(exc))
         except RoomCapReached as exc:
             if await self.store.record_rejection(planned, event_id, str(exc)):
                 metrics.add("AgentsRejected", 1)
-            return SlotResult(slot, "rejected", detail=str(exc))
+            return SlotResult(slot, SlotOutcome.REJECTED, detail=str(exc))
 
         started = time.perf_counter()
         try:
@@ -306,17 +309,17 @@ class Pipeline:
                         await self.store.mark_dispatched(claim, found, adopted=True)
                     except LeaseLost:
                         # Whoever took the slot over looks for the same dispatch and adopts it.
-                        return SlotResult(slot, "lease_lost", detail=found)
-                    return SlotResult(slot, "adopted", detail=found)
+                        return SlotResult(slot, SlotOutcome.LEASE_LOST, detail=found)
+                    return SlotResult(slot, SlotOutcome.ADOPTED, detail=found)
                 if claim.last_chance:
                     why = (f"the last of {claim.attempt} attempt(s) never finished and LiveKit holds no "
                            "dispatch it made")
                     try:
                         await self.store.mark_failed(claim, why, retryable=False)
                     except LeaseLost:
-                        return SlotResult(slot, "lease_lost", detail=why)
+                        return SlotResult(slot, SlotOutcome.LEASE_LOST, detail=why)
                     metrics.add("DispatchFailures", 1)
-                    return SlotResult(slot, "failed", detail=why)
+                    return SlotResult(slot, SlotOutcome.FAILED, detail=why)
             dispatch_id = await self.livekit.create(planned)
         except LiveKitError as exc:
             retryable = isinstance(exc, LiveKitUnavailable)
@@ -324,19 +327,19 @@ class Pipeline:
                 await self.store.mark_failed(claim, str(exc), retryable=retryable)
             except LeaseLost:
                 # Taken over while LiveKit was failing us: the new owner decides now.
-                return SlotResult(slot, "lease_lost", detail=str(exc))
+                return SlotResult(slot, SlotOutcome.LEASE_LOST, detail=str(exc))
             metrics.add("DispatchFailures", 1)
             log.warning("dispatch failed", extra={"slot": slot, "error": str(exc), "retryable": retryable})
-            return SlotResult(slot, "failed", retry=retryable and claim.attempt < self.settings.max_dispatch_attempts,
-                              detail=str(exc))
+            return SlotResult(slot, SlotOutcome.FAILED,
+                              retry=retryable and claim.attempt < self.settings.max_dispatch_attempts, detail=str(exc))
         metrics.add("CreateDispatchLatency", (time.perf_counter() - started) * 1000, "Milliseconds")
         try:
             await self.store.mark_dispatched(claim, dispatch_id)
         except LeaseLost as exc:
             await self._withdraw(planned, dispatch_id, exc.record)
-            return SlotResult(slot, "lease_lost", detail=dispatch_id)
+            return SlotResult(slot, SlotOutcome.LEASE_LOST, detail=dispatch_id)
         metrics.add("Redispatches" if redispatch else "Dispatches", 1)
-        return SlotResult(slot, "redispatched" if redispatch else "dispatched", detail=dispatch_id)
+        return SlotResult(slot, SlotOutcome.REDISPATCHED if redispatch else SlotOutcome.DISPATCHED, detail=dispatch_id)
 
     async def _withdraw(self, planned: PlannedDispatch, dispatch_id: str, current: SlotRecord | None) -> None:
         """Our lease ran out while LiveKit created our dispatch, and someone else owns the slot now.
@@ -372,7 +375,7 @@ class Pipeline:
         slots = await self.store.load_slots(event.room.sid)
         if any(r.status == Status.JOINED and r.agent_identity == identity and r.agent_sid in (None, sid)
                for r in slots.values()):
-            return Outcome(decision, [SlotResult("", "duplicate", detail=f"{identity} already joined")])
+            return Outcome(decision, [SlotResult("", SlotOutcome.DUPLICATE, detail=f"{identity} already joined")])
         candidates = [r for r in slots.values() if r.agent_name == name
                       and r.status in (Status.CLAIMED, Status.DISPATCHED)]
         dispatch_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
@@ -382,23 +385,24 @@ class Pipeline:
             try:
                 dispatch_id = await self.livekit.dispatch_of_participant(event.room.name, name, identity) or ""
             except LiveKitUnavailable as exc:
-                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
+                return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, retry=True, detail=str(exc))])
             except LiveKitRejected as exc:
-                return Outcome(decision, [SlotResult("", "unconfirmed", detail=str(exc))])
+                return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, detail=str(exc))])
             if not dispatch_id:
-                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
+                return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, retry=True,
                                                      detail=f"LiveKit does not yet say which dispatch {identity} is")])
         match = next((r for r in candidates if r.dispatch_id == dispatch_id), None)
         if match is None:
             if any(r.status == Status.CLAIMED for r in candidates):
                 # The owner may be writing this very id now: ask again shortly.
-                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
+                return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, retry=True,
                                                      detail=f"a claim of {name!r} is still being recorded")])
             return Outcome(decision, note=f"{identity} came from dispatch {dispatch_id}, not an open one of ours")
         joined = await self.store.mark_joined(event.room.sid, match.slot, identity, dispatch_id, sid)
         if joined:
             record_time_to_agent(event)
-        return Outcome(decision, [SlotResult(match.slot, "joined" if joined else "duplicate", detail=identity)])
+        return Outcome(decision, [SlotResult(match.slot, SlotOutcome.JOINED if joined else SlotOutcome.DUPLICATE,
+                                             detail=identity)])
 
     async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
         """An agent left (or its connection aborted): its slot ends if it meant to, else the room may get it back.
@@ -414,27 +418,29 @@ class Pipeline:
         try:
             record = await self._slot_of_agent(event, decision)
         except LiveKitUnavailable as exc:
-            return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
+            return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, retry=True, detail=str(exc))])
         if record is None:
             return Outcome(decision, note=f"{identity} held no open Switchboard dispatch")
         event_id = event_id_of(event)
         if record.event_id == event_id:
-            return Outcome(decision, [SlotResult(record.slot, "duplicate", detail="this departure was handled")])
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.DUPLICATE,
+                                                 detail="this departure was handled")])
         try:
             still_here = any(p.sid == event.participant.sid for p in await self.livekit.participants(event.room.name))
         except LiveKitUnavailable as exc:
-            return Outcome(decision, [SlotResult(record.slot, "unconfirmed", retry=True, detail=str(exc))])
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.UNCONFIRMED, retry=True, detail=str(exc))])
         except LiveKitRejected as exc:
-            return Outcome(decision, [SlotResult(record.slot, "unconfirmed", detail=str(exc))])
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.UNCONFIRMED, detail=str(exc))])
         if still_here:
             # Stale (a reordered or replayed webhook): deleting a dispatch can't be undone.
-            return Outcome(decision, [SlotResult(record.slot, "stale",
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.STALE,
                                                  detail=f"{identity} ({event.participant.sid}) is still in the room")])
         done = event.participant.attributes.get(DONE_ATTRIBUTE, "")
         if done or event.participant.disconnect_reason in INTENDED_LEAVES:
             why = f"agent {identity} left as intended ({reason}" + (f": {done[:200]})" if done else ")")
             settled = await self.store.settle(record, Status.ENDED, why)
-            return Outcome(decision, [SlotResult(record.slot, "ended" if settled else "duplicate", detail=why)])
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.ENDED if settled else SlotOutcome.DUPLICATE,
+                                                 detail=why)])
         how = "left" if event.event == "participant_left" else "could not connect"
         result = await self.replace_agent(record, f"agent {identity} {how} ({reason})", event_id, metrics)
         return Outcome(decision, [result])
@@ -479,13 +485,13 @@ class Pipeline:
             room = await self.livekit.room(planned.room_name)
             present = [] if room is None else await self.livekit.participants(planned.room_name)
         except LiveKitUnavailable as exc:
-            return SlotResult(slot, "unconfirmed", retry=True, detail=str(exc))
+            return SlotResult(slot, SlotOutcome.UNCONFIRMED, retry=True, detail=str(exc))
         except LiveKitRejected as exc:
-            return SlotResult(slot, "unconfirmed", detail=str(exc))
+            return SlotResult(slot, SlotOutcome.UNCONFIRMED, detail=str(exc))
         if record.agent_sid and any(p.sid == record.agent_sid for p in present):
             # Look before deleting: the agent the slot holds is in the room now (what said it
             # was gone is older than this look).
-            return SlotResult(slot, "stale", detail=f"{record.agent_identity} is in the room")
+            return SlotResult(slot, SlotOutcome.STALE, detail=f"{record.agent_identity} is in the room")
         if room is None or room.sid != planned.room_sid:
             not_wanted = "the room session is over"
         else:
@@ -494,9 +500,10 @@ class Pipeline:
             # As of the look, not of the write: someone who joined after it is a new presence.
             settled = await self.store.settle(record, Status.ENDED, f"{why}; not dispatched again: {not_wanted}",
                                               as_of=looked_at)
-            return SlotResult(slot, "ended" if settled else "duplicate", detail=f"{why}; {not_wanted}")
+            return SlotResult(slot, SlotOutcome.ENDED if settled else SlotOutcome.DUPLICATE,
+                              detail=f"{why}; {not_wanted}")
         if await self.give_up_if_spent(record, why, metrics):
-            return SlotResult(slot, "failed", detail=f"{why}; no attempts left")
+            return SlotResult(slot, SlotOutcome.FAILED, detail=f"{why}; no attempts left")
         return await self.dispatch_slot(planned, record, event_id, metrics, redispatch=why)
 
     async def give_up_if_spent(self, record: SlotRecord, why: str, metrics: Metrics) -> bool:
@@ -531,7 +538,7 @@ class Pipeline:
         """(pk, sk) of the event's record: the one place both the replay check and the record use."""
         return room_pk(event.room.sid or "-", self.project), event_sk(event_id_of(event))
 
-    def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome, source: str) -> EventRecord:
+    def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome, source: Source) -> EventRecord:
         participant = event.participant if event.HasField("participant") else None
         pk, sk = self._event_key(event)
         return EventRecord(
@@ -540,4 +547,4 @@ class Pipeline:
             participant_identity=participant.identity if participant else "",
             participant_kind=participant_kind(participant) if participant else "",
             event_created_at=int(event.created_at),
-            decision=decision.summary(), outcome=outcome.as_dict(), source=source)
+            decision=decision.summary(), outcome=outcome.as_dict(), source=source.value)

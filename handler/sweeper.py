@@ -37,7 +37,8 @@ from livekit.protocol.webhook import WebhookEvent
 from .claims import ClaimError, Status, StoreUnavailable
 from .dispatcher import LiveKitError, slot_of
 from .observability import Metrics
-from .pipeline import Pipeline
+from .outcomes import SlotOutcome, Source
+from .pipeline import Outcome, Pipeline
 from .records import SlotRecord
 from .wire import DISPATCH_ID_ATTRIBUTE
 
@@ -171,7 +172,7 @@ class Sweeper:
         planned = record.planned_again(trigger="sweep")
         result = await self.pipeline.dispatch_slot(planned, record, f"sweep-{int(self.clock())}", metrics,
                                                    redispatch=redispatch)
-        report.add(result.result, record, redispatch or result.detail)
+        report.add(result.result.value, record, redispatch or result.detail)
 
     async def _last_join(self, agent_name: str) -> SlotRecord | None:
         """The latest slot of `agent_name` whose agent joined, in the last hour: proof a worker was there.
@@ -241,7 +242,7 @@ class Sweeper:
 
     async def _reconcile_room(self, room: Room, report: SweepReport, metrics: Metrics) -> None:
         outcome = await self.pipeline.handle(
-            WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source="sweep")
+            WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source=Source.SWEEP)
         _count(report, outcome, room)
         looked_at = self.clock()
         participants = await self.livekit.participants(room.name)
@@ -250,7 +251,7 @@ class Sweeper:
                 continue
             outcome = await self.pipeline.handle(WebhookEvent(
                 event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
-                participant=participant), source="sweep")
+                participant=participant), source=Source.SWEEP)
             _count(report, outcome, room)
         await self._find_missing_agents(room, participants, looked_at, report, metrics)
 
@@ -277,7 +278,7 @@ class Sweeper:
             result = await self.pipeline.replace_agent(
                 noted, f"agent {noted.agent_identity} left the room and its participant_left webhook "
                        f"never came", f"sweep-{int(self.clock())}", metrics)
-            report.add(f"missing_agent_{result.result}", noted, result.detail)
+            report.add(f"missing_agent_{result.result.value}", noted, result.detail)
 
 
 class _LiveRooms:
@@ -300,10 +301,10 @@ class _LiveRooms:
         return self._rooms.get(room_name)
 
 
-def _count(report: SweepReport, outcome: Any, room: Room) -> None:
+def _count(report: SweepReport, outcome: Outcome, room: Room) -> None:
     for slot in outcome.slots:
-        if slot.result in ("dispatched", "adopted", "rejected") or slot.retry:
-            report.add(f"reconciled_{slot.result}", None, slot.detail, room=room, slot=slot.slot)
+        if slot.result in (SlotOutcome.DISPATCHED, SlotOutcome.ADOPTED, SlotOutcome.REJECTED) or slot.retry:
+            report.add(f"reconciled_{slot.result.value}", None, slot.detail, room=room, slot=slot.slot)
 
 
 def _why_not_joined(record: SlotRecord, jobs: list[Any], deadline: float,
