@@ -224,16 +224,20 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _table_create(settings: Settings, args: argparse.Namespace) -> int:
-    from .dynamo import _unavailable, dynamodb_client
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .dynamo import dynamodb_client, error_code, unavailable
     from .table import TTL_ATTRIBUTE, create_table_request
 
     async with dynamodb_client(settings) as db:
         try:
             await db.create_table(**create_table_request(settings.table_name))
-        except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ResourceInUseException":
-                raise _unavailable(exc) from exc
+        except ClientError as exc:
+            if error_code(exc) != "ResourceInUseException":
+                raise unavailable(exc) from exc
             print(f"table {settings.table_name} already exists")
+        except BotoCoreError as exc:
+            raise unavailable(exc) from exc
         else:
             print(f"created table {settings.table_name}")
         await db.get_waiter("table_exists").wait(TableName=settings.table_name,

@@ -12,12 +12,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .claims import (
@@ -32,6 +29,7 @@ from .claims import (
     Status,
     StoreUnavailable,
 )
+from .codec import event_record, expression_values, from_item, log_record, slot_or_none, slot_record, storable, to_item
 from .policy import PlannedDispatch, Rule
 from .records import EventRecord, LogRecord, SlotRecord
 from .settings import DEFAULT_PROJECT, Settings
@@ -49,100 +47,10 @@ from .table import (
     room_pk,
 )
 
-# GSI key attributes may not hold empty strings: leave them out instead.
-_INDEX_KEYS = ("room_name", "agent_name", "day", "created_at", PENDING_ATTRIBUTE, "updated_at")
-
 
 def iso(ts: float) -> str:
     """A sortable UTC timestamp with milliseconds: 2026-11-21T11:45:17.336Z."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-# boto3's codec, for every attribute the store writes or reads. Its serializer refuses
-# float (a float's binary value is not the decimal DynamoDB stores): a float goes in as
-# the Decimal of its shortest repr, the same digits str() gives. Its deserializer gives
-# Decimal and set: what comes out is int or float, and a string set a sorted list.
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
-
-
-def _storable_value(value: Any) -> Any:
-    kind = type(value)
-    if kind is str or kind is int or kind is bool:  # most values: no walk
-        return value
-    if kind is float:
-        return Decimal(repr(value))
-    if isinstance(value, dict):
-        return {k: _storable_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_storable_value(v) for v in value]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    kind = type(value)
-    if kind is str or kind is bool:
-        return value
-    if kind is Decimal:
-        return int(value) if value == value.to_integral_value() else float(value)
-    if kind is dict:
-        return {k: _plain(v) for k, v in value.items()}
-    if kind is list:
-        return [_plain(v) for v in value]
-    if kind is set:
-        return sorted(value)
-    return value
-
-
-def _to_attr(value: Any) -> dict[str, Any]:
-    attr: dict[str, Any] = _SERIALIZER.serialize(_storable_value(value))
-    return attr
-
-
-def _from_attr(attr: dict[str, Any]) -> Any:
-    return _plain(_DESERIALIZER.deserialize(attr))
-
-
-def _storable(record: dict[str, Any]) -> dict[str, Any]:
-    """The fields DynamoDB will take: no None, and no empty string in an index key."""
-    return {k: v for k, v in record.items() if not (k in _INDEX_KEYS and v == "") and v is not None}
-
-
-def to_item(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: _to_attr(v) for k, v in _storable(record).items()}
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _from_attr(v) for k, v in item.items()}
-
-
-def _values(**values: Any) -> dict[str, Any]:
-    return {f":{k}": _to_attr(v) for k, v in values.items()}
-
-
-# --- the translator: items as read (decoded) to typed records, the one place that builds them
-
-_SLOT_FIELDS = frozenset(f.name for f in dataclass_fields(SlotRecord)) - {"status", "rule", "stored"}
-_EVENT_FIELDS = frozenset(f.name for f in dataclass_fields(EventRecord)) - {"stored"}
-
-
-def slot_record(stored: dict[str, Any]) -> SlotRecord:
-    """A dispatch item, decoded (from_item), as a SlotRecord."""
-    return SlotRecord(status=Status(stored["status"]), rule=Rule(stored.get("rule") or Rule.AGENTS), stored=stored,
-                      **{k: v for k, v in stored.items() if k in _SLOT_FIELDS})
-
-
-def event_record(stored: dict[str, Any]) -> EventRecord:
-    """An event item, decoded, as an EventRecord."""
-    return EventRecord(stored=stored, **{k: v for k, v in stored.items() if k in _EVENT_FIELDS})
-
-
-def _slot_or_none(stored: dict[str, Any]) -> SlotRecord | None:
-    return slot_record(stored) if stored else None
-
-
-def log_record(stored: dict[str, Any]) -> LogRecord:
-    return event_record(stored) if stored.get("record_type") == "event" else slot_record(stored)
 
 
 class DynamoStore:
@@ -199,7 +107,7 @@ class DynamoStore:
     async def load_slots(self, room_sid: str) -> dict[str, SlotRecord]:
         items = await self._query_all(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=_values(pk=self.room_pk(room_sid), prefix="DISPATCH#"),
+            ExpressionAttributeValues=expression_values(pk=self.room_pk(room_sid), prefix="DISPATCH#"),
             ConsistentRead=True,
         )
         return {item[SK]: slot_record(item) for item in items}
@@ -226,7 +134,7 @@ class DynamoStore:
                 "IndexName": index,
                 # "day" is a DynamoDB reserved word: name every key through a placeholder.
                 "KeyConditionExpression": "#key = :key AND created_at >= :since",
-                "ExpressionAttributeValues": _values(key=value, **values),
+                "ExpressionAttributeValues": expression_values(key=value, **values),
                 "ExpressionAttributeNames": names | {"#key": key},
                 "ScanIndexForward": False,
             }
@@ -259,7 +167,7 @@ class DynamoStore:
             out += await self._query_all(
                 IndexName=INDEX_BY_PENDING, KeyConditionExpression="#p = :day",
                 ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE} | project_names,
-                ExpressionAttributeValues=_values(day=day, **project_values), **filtered)
+                ExpressionAttributeValues=expression_values(day=day, **project_values), **filtered)
         return [slot_record(r) for r in out]
 
     async def settle(self, record: SlotRecord, status: Status, reason: str, *,
@@ -290,7 +198,7 @@ class DynamoStore:
             + (", retryable" if status == Status.ENDED else ""),
             ConditionExpression="#status = :old AND #owner = :owner",
             ExpressionAttributeNames={"#status": "status", "#owner": "owner"} | names,
-            ExpressionAttributeValues=_values(
+            ExpressionAttributeValues=expression_values(
                 new=status.value, why=reason[:2000], now=now, as_of=as_of_ms, old=record.status.value,
                 owner=record.owner, **({"no": False} if status == Status.FAILED else {})),
         )
@@ -312,7 +220,7 @@ class DynamoStore:
             UpdateExpression=update,
             ConditionExpression="#status = :joined AND #owner = :owner AND agent_identity = :ident",
             ExpressionAttributeNames={"#status": "status", "#owner": "owner"},
-            ExpressionAttributeValues=_values(joined=Status.JOINED.value, owner=record.owner,
+            ExpressionAttributeValues=expression_values(joined=Status.JOINED.value, owner=record.owner,
                                               ident=record.agent_identity,
                                               **({"now": now} if seen_missing else {})),
             ReturnValues="ALL_NEW",
@@ -327,7 +235,7 @@ class DynamoStore:
         items = await self._query_all(
             IndexName=INDEX_BY_ROOM,
             KeyConditionExpression="room_name = :room AND created_at >= :since",
-            ExpressionAttributeValues=_values(room=room_name, since=iso(since), **project_values),
+            ExpressionAttributeValues=expression_values(room=room_name, since=iso(since), **project_values),
             **filtered,
         )
         return [log_record(r) for r in sorted(items, key=lambda r: r.get("created_at", ""))]
@@ -381,7 +289,7 @@ class DynamoStore:
         if reasons is not None:
             slot_reason, cap_reason = (reasons + [{}, {}])[:2]
             if slot_reason.get("Code") == "ConditionalCheckFailed":
-                return None, _slot_or_none(from_item(slot_reason.get("Item") or {}))
+                return None, slot_or_none(from_item(slot_reason.get("Item") or {}))
             if cap_reason.get("Code") == "ConditionalCheckFailed":
                 await self._room_is_full(planned)
             # TransactionConflict, or a cap that was counting slots since closed: decide again.
@@ -470,7 +378,7 @@ class DynamoStore:
                 "#owner = :old_owner" if existing.owner else "attribute_not_exists(#owner)"),
             ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger",
                                       "#pending": PENDING_ATTRIBUTE} | ({"#error": "error"} if reopen else {}),
-            ExpressionAttributeValues=_values(
+            ExpressionAttributeValues=expression_values(
                 claimed=Status.CLAIMED.value, owner=owner, attempts=attempts + 1,
                 lease=now + self._settings.claim_lease_seconds, now=iso(now), event=event_id,
                 trigger=planned.trigger, job=planned.job_metadata(), day=iso(now)[:10], gen=generation,
@@ -523,7 +431,7 @@ class DynamoStore:
             + " REMOVE " + ", ".join(("lease_expires_at", *remove)),
             ConditionExpression="#owner = :me AND #status = :claimed",
             ExpressionAttributeNames=names | {"#owner": "owner"},
-            ExpressionAttributeValues=_values(**fields, me=claim.owner, claimed=Status.CLAIMED.value),
+            ExpressionAttributeValues=expression_values(**fields, me=claim.owner, claimed=Status.CLAIMED.value),
         )
         if not written:
             raise LeaseLost(claim.planned.slot, current, "the claim was taken over before it completed")
@@ -548,7 +456,7 @@ class DynamoStore:
             # Only a recorded dispatch can be joined: a CLAIMED slot's owner is still writing its id.
             ConditionExpression="#status = :dispatched AND dispatch_id = :dispatch",
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
+            ExpressionAttributeValues=expression_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
                                               sid=agent_sid, dispatch=dispatch_id,
                                               dispatched=Status.DISPATCHED.value),
         )
@@ -569,7 +477,7 @@ class DynamoStore:
                 ConditionExpression="#status IN (:claimed, :dispatched, :joined) "
                                     "OR (#status = :failed AND retryable = :yes)",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_values(ended=Status.ENDED.value, now=now, why=reason[:2000],
+                ExpressionAttributeValues=expression_values(ended=Status.ENDED.value, now=now, why=reason[:2000],
                                                   failed=Status.FAILED.value, yes=True,
                                                   **{s.value.lower(): s.value for s in OPEN}),
             )
@@ -584,7 +492,7 @@ class DynamoStore:
             "update_item", Key=to_item({PK: record.pk, SK: record.sk}),
             UpdateExpression="SET orphans = list_append(if_not_exists(orphans, :none), :note)",
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues=_values(none=[], note=[note]))
+            ExpressionAttributeValues=expression_values(none=[], note=[note]))
 
     async def replay_event(self, pk: str, sk: str) -> EventRecord | None:
         """A re-delivered event's record, if its first handling was answered 200; else None.
@@ -598,7 +506,7 @@ class DynamoStore:
             "update_item", Key=to_item({PK: pk, SK: sk}),
             ConditionExpression="attribute_exists(answered_at)",
             UpdateExpression="SET last_received_at = :now ADD deliveries :one",
-            ExpressionAttributeValues=_values(now=iso(self._clock()), one=1),
+            ExpressionAttributeValues=expression_values(now=iso(self._clock()), one=1),
             ReturnValues="ALL_NEW")
         return event_record(from_item(response.get("Attributes") or {})) if answered else None
 
@@ -617,15 +525,15 @@ class DynamoStore:
         fields["record_type"] = "event"
         fields.update(self._project_fields())
         fields[TTL_ATTRIBUTE] = int(now + self._settings.event_retention_days * 86400)
-        fields = _storable(fields)
+        fields = storable(fields)
         names = {f"#{k}": k for k in fields} | {"#created_at": "created_at", "#day": "day"}
-        values = _values(**fields, created_at=iso(received_at), day=iso(received_at)[:10], one=1)
+        values = expression_values(**fields, created_at=iso(received_at), day=iso(received_at)[:10], one=1)
         expression = ("SET " + ", ".join(f"#{k} = :{k}" for k in fields)
                       + ", #created_at = if_not_exists(#created_at, :created_at), #day = if_not_exists(#day, :day)")
         condition: dict[str, str] = {}
         if answered:
             expression += ", answered_at = if_not_exists(answered_at, :answered_at)"
-            values |= _values(answered_at=iso(now))
+            values |= expression_values(answered_at=iso(now))
         else:
             condition = {"ConditionExpression": "attribute_not_exists(answered_at)"}
         # A failed condition: another delivery of it was answered 200 meanwhile, and that record
@@ -656,8 +564,8 @@ class DynamoStore:
                                                  ReturnValuesOnConditionCheckFailure="ALL_OLD", **request)
         if not written:
             current = from_item(response.get("Item") or {})
-            return current.get("write_token") == token, _slot_or_none(current)
-        return True, _slot_or_none(from_item(response.get("Attributes") or {}))
+            return current.get("write_token") == token, slot_or_none(current)
+        return True, slot_or_none(from_item(response.get("Attributes") or {}))
 
     async def _release(self, pk: str, slot: str) -> None:
         """The slot no longer counts against its room's cap (see _claim_new)."""
@@ -706,7 +614,7 @@ class DynamoStore:
         try:
             response: dict[str, Any] = await getattr(self._db, operation)(TableName=self._table, **request)
         except (ClientError, BotoCoreError) as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         return response
 
     async def _write_if(self, operation: str, **request: Any) -> tuple[bool, dict[str, Any]]:
@@ -716,11 +624,11 @@ class DynamoStore:
         try:
             response: dict[str, Any] = await getattr(self._db, operation)(TableName=self._table, **request)
         except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
-                raise _unavailable(exc) from exc
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise unavailable(exc) from exc
             return False, dict(exc.response)
         except BotoCoreError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         return True, response
 
     async def _transact(self, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
@@ -729,11 +637,11 @@ class DynamoStore:
         try:
             await self._db.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if _error_code(exc) != "TransactionCanceledException":
-                raise _unavailable(exc) from exc
+            if error_code(exc) != "TransactionCanceledException":
+                raise unavailable(exc) from exc
             return list(exc.response.get("CancellationReasons") or [])
         except BotoCoreError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         return None
 
 
@@ -766,12 +674,13 @@ def _days_since(since: float, now: float) -> Iterable[str]:
         day -= timedelta(days=1)
 
 
-def _error_code(exc: ClientError) -> str:
+def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _unavailable(exc: Exception) -> StoreUnavailable:
-    code = _error_code(exc) if isinstance(exc, ClientError) else ""
+def unavailable(exc: ClientError | BotoCoreError) -> StoreUnavailable:
+    """What a DynamoDB call that failed (a service error, or botocore's on the way) means here."""
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
     # The class name and the service's error code say what went wrong; the
     # message can echo request parameters, so it stays out.
     return StoreUnavailable(f"DynamoDB {code or type(exc).__name__}")

@@ -1,6 +1,6 @@
 """The records the dispatch log holds, typed: a slot (one agent a room session needs) and a received event.
 
-Built only by the store's translator (dynamo.slot_record, dynamo.event_record) from the items it
+Built only by the store's translator (codec.slot_record, codec.event_record) from the items it
 reads, so the rest of the handler reads attributes, never an item's keys. Each field is the
 attribute of the same name (table.py's layout); a field the item lacks has its default: "" for
 text, None where an absent value means something other than an empty one (the CLI prints those

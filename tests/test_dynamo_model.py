@@ -18,6 +18,7 @@ import pytest
 
 import handler.dynamo as dynamo
 from handler.claims import Claim, ClaimError, Status
+from handler.codec import from_item
 from handler.dynamo import DynamoStore, dynamodb_client
 from handler.policy import PlannedDispatch, Rule
 from handler.records import EventRecord, SlotRecord
@@ -84,7 +85,7 @@ async def everything(client: Any, table: str) -> list[dict[str, Any]]:
         items = list(client.tables[table]["items"].values())
     else:
         items = (await client.scan(TableName=table, ConsistentRead=True))["Items"]
-    return sorted((dynamo.from_item(i) for i in items), key=lambda r: (r["pk"], r["sk"]))
+    return sorted((from_item(i) for i in items), key=lambda r: (r["pk"], r["sk"]))
 
 
 async def run_both(seed: int, real: Any, monkeypatch) -> None:

@@ -319,7 +319,8 @@ async def test_the_same_room_sid_in_two_projects_is_two_rooms_and_the_default_ke
     """On DynamoDB Local, the store alone. The default project's keys are those of the code before
     projects (pk ROOM#<sid>, no project attribute), so a table written by it is read as it was."""
     from handler.claims import Status
-    from handler.dynamo import DynamoStore, to_item
+    from handler.codec import to_item
+    from handler.dynamo import DynamoStore
     from handler.policy import PlannedDispatch, Rule
     from handler.settings import Settings
     from handler.table import room_pk

@@ -14,7 +14,7 @@ from typing import Any
 
 from handler.claims import RECORD_FIELDS
 from handler.cli import _public
-from handler.dynamo import from_item, slot_record, to_item
+from handler.codec import from_item, slot_record, to_item
 from handler.records import SlotRecord, Status
 from handler.settings import DEFAULT_PROJECT
 
