@@ -514,8 +514,8 @@ class DynamoStore:
         """Upsert one received webhook; a redelivery bumps `deliveries` and keeps the first time.
 
         `received_at` is when this delivery came. `answered` (True when the webhook is answered
-        200) stamps `answered_at` once: from then
-        on a re-delivery is replayed from this record (replay_event). A record of an answer
+        200) stamps `answered_at` once: from then on a re-delivery is replayed from this record
+        (replay_event). A record of an answer
         that asks for a retry never overwrites one that was answered: two deliveries handled
         at once may finish in either order, and the 200 is the answer that stands.
         """
