@@ -73,8 +73,8 @@ async def burst(lk: api.LiveKitAPI, listener: Listener, pipeline, n: int, health
     try:
         while time.monotonic() < deadline:
             try:
-                records = [r for r in await pipeline.store.query_log(since=since, limit=10_000)
-                           if r["room_name"] in created]
+                records = [r.stored for r in await pipeline.store.query_log(since=since, limit=10_000)
+                           if r.room_name in created]
             except Exception:  # a read DynamoDB Local times out on a busy machine: read again
                 await asyncio.sleep(1)
                 continue

@@ -45,6 +45,7 @@ from bench.common import header, loadavg, pick_port, write_result
 from handler.app import create_app
 from handler.dynamo import DynamoStore, dynamodb_client
 from handler.pipeline import open_pipeline
+from handler.records import EventRecord
 from handler.settings import Settings
 from handler.sweeper import Sweeper
 from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, handler_env
@@ -130,7 +131,7 @@ async def one_room(ports: Ports, settings: Settings, meter: Meter, metered: Any,
             {"agents": [{"name": "dispatcher"}, {"name": "driver"}]})))
 
         async def dispatched() -> dict[str, Any] | None:
-            slots = await plain.load_slots(room.sid)
+            slots = {key: s.stored for key, s in (await plain.load_slots(room.sid)).items()}
             return slots if len(slots) == 2 and all(s.get("dispatch_id") for s in slots.values()) else None
 
         slots = await until(dispatched)
@@ -142,7 +143,7 @@ async def one_room(ports: Ports, settings: Settings, meter: Meter, metered: Any,
             people.append(agent)
 
         async def joined() -> bool:
-            return all(s.get("status") == "JOINED" for s in (await plain.load_slots(room.sid)).values())
+            return all(s.status == "JOINED" for s in (await plain.load_slots(room.sid)).values())
 
         await until(joined)
         callers = []
@@ -171,9 +172,9 @@ async def one_room(ports: Ports, settings: Settings, meter: Meter, metered: Any,
                 await agent.disconnect()
 
         async def finished() -> bool:
-            events = [r for r in await plain.room_timeline(name, time.time() - 600) if r.get("record_type") == "event"]
-            done = {r.get("event_type") for r in events}
-            ended = all(s.get("status") == "ENDED" for s in (await plain.load_slots(room.sid)).values())
+            events = [r for r in await plain.room_timeline(name, time.time() - 600) if isinstance(r, EventRecord)]
+            done = {r.event_type for r in events}
+            ended = all(s.status == "ENDED" for s in (await plain.load_slots(room.sid)).values())
             return ended and "room_finished" in done
         await until(finished)
         await asyncio.sleep(1.0)  # the agents' own leaves, which may come after room_finished

@@ -49,7 +49,8 @@ from livekit.protocol.webhook import WebhookEvent
 from bench.common import (RssSampler, bytecode_env, header, loadavg, mib, pick_port, rss_kib, summary,
                           write_result)
 from handler.claims import Status
-from handler.dynamo import DynamoStore, dynamodb_client, to_item
+from handler.codec import to_item
+from handler.dynamo import DynamoStore, dynamodb_client
 from handler.policy import PlannedDispatch, Rule
 from handler.settings import Settings
 from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, handler_env, wait_until

@@ -32,26 +32,15 @@ over. Only the owner of a claim may move it on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from .policy import PlannedDispatch
 
-
-class Status(StrEnum):
-    CLAIMED = "CLAIMED"
-    DISPATCHED = "DISPATCHED"
-    JOINED = "JOINED"
-    ENDED = "ENDED"
-    FAILED = "FAILED"
-    REJECTED = "REJECTED"
-
-
-# A slot in one of these states already has (or had) its agent.
-DONE = frozenset({Status.DISPATCHED, Status.JOINED, Status.ENDED})
-# Slots that room_finished closes.
-OPEN = frozenset({Status.CLAIMED, Status.DISPATCHED, Status.JOINED})
-
+# The slot's states live with its record (records.py); they are imported from here too.
+from .records import DONE as DONE
+from .records import OPEN as OPEN
+from .records import EventRecord, LogRecord, SlotRecord
+from .records import Status as Status
 
 # Every field a dispatch record carries, in the order `switchboard logs --json` prints them.
 RECORD_FIELDS = (
@@ -82,11 +71,11 @@ class Claim:
 
 
 class ClaimError(Exception):
-    """The slot cannot be claimed; `record` is what the table holds."""
+    """The slot cannot be claimed; `record` is what the table holds (None: nothing, or not read)."""
 
-    def __init__(self, slot: str, record: dict[str, Any] | None = None, detail: str = "") -> None:
+    def __init__(self, slot: str, record: SlotRecord | None = None, detail: str = "") -> None:
         self.slot = slot
-        self.record = record or {}
+        self.record = record
         super().__init__(detail or f"{type(self).__name__}: {slot}")
 
 
@@ -117,11 +106,11 @@ class StoreUnavailable(Exception):
 class DispatchStore(Protocol):
     """Where claims, dispatch records and received events live."""
 
-    async def load_slots(self, room_sid: str) -> dict[str, dict[str, Any]]:
+    async def load_slots(self, room_sid: str) -> dict[str, SlotRecord]:
         """Every slot of a room session, by slot key, read consistently."""
         ...
 
-    async def claim(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any] | None,
+    async def claim(self, planned: PlannedDispatch, event_id: str, existing: SlotRecord | None,
                     *, redispatch: str | None = None) -> Claim: ...
 
     async def mark_dispatched(self, claim: Claim, dispatch_id: str, *, adopted: bool = False) -> None: ...
@@ -139,31 +128,31 @@ class DispatchStore(Protocol):
 
     async def end_room(self, room_sid: str, reason: str = ...) -> int: ...
 
-    async def note_orphan(self, record: dict[str, Any], dispatch_id: str, why: str) -> None:
+    async def note_orphan(self, record: SlotRecord, dispatch_id: str, why: str) -> None:
         """Write on the slot that a dispatch carrying it, not its own, was deleted."""
         ...
 
-    async def record_event(self, event_record: dict[str, Any]) -> None: ...
+    async def record_event(self, event: EventRecord, *, received_at: float, answered: bool) -> None: ...
 
-    async def replay_event(self, pk: str, sk: str) -> dict[str, Any] | None:
+    async def replay_event(self, pk: str, sk: str) -> EventRecord | None:
         """The event's record if its first handling was answered 200 (the delivery is counted); else None."""
         ...
 
-    async def pending(self, days: int = 2) -> list[dict[str, Any]]:
+    async def pending(self, days: int = 2) -> list[SlotRecord]:
         """Every slot not yet settled: the sweeper's work list."""
         ...
 
-    async def settle(self, record: dict[str, Any], status: Status, reason: str, *,
+    async def settle(self, record: SlotRecord, status: Status, reason: str, *,
                      as_of: float | None = None) -> bool:
         """Close an unsettled slot as FAILED or ENDED; False if it moved on since `record`."""
         ...
 
-    async def mark_missing(self, record: dict[str, Any], seen_missing: bool) -> dict[str, Any] | None:
+    async def mark_missing(self, record: SlotRecord, seen_missing: bool) -> SlotRecord | None:
         """Note (or clear) when a JOINED slot's agent was first found absent from its room."""
         ...
 
     async def query_log(self, *, room: str | None = None, agent: str | None = None,
                         status: str | None = None, since: float, record_type: str = "dispatch",
-                        limit: int = 1000) -> list[dict[str, Any]]:
+                        limit: int = 1000) -> list[LogRecord]:
         """Dispatch (or event) records newest first: the sweeper asks it whether a worker joined lately."""
         ...

@@ -15,6 +15,7 @@ from typing import Any
 
 from .claims import RECORD_FIELDS, Status, StoreUnavailable
 from .durations import parse_duration
+from .records import LogRecord
 from .settings import DEFAULT_PROJECT, Settings
 from .store_hint import store_hint as _store_hint
 
@@ -223,16 +224,20 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _table_create(settings: Settings, args: argparse.Namespace) -> int:
-    from .dynamo import _unavailable, dynamodb_client
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .dynamo import dynamodb_client, error_code, unavailable
     from .table import TTL_ATTRIBUTE, create_table_request
 
     async with dynamodb_client(settings) as db:
         try:
             await db.create_table(**create_table_request(settings.table_name))
-        except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ResourceInUseException":
-                raise _unavailable(exc) from exc
+        except ClientError as exc:
+            if error_code(exc) != "ResourceInUseException":
+                raise unavailable(exc) from exc
             print(f"table {settings.table_name} already exists")
+        except BotoCoreError as exc:
+            raise unavailable(exc) from exc
         else:
             print(f"created table {settings.table_name}")
         await db.get_waiter("table_exists").wait(TableName=settings.table_name,
@@ -275,10 +280,12 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    out = {name: record.get(name, "" if name != "attempts" else 0) for name in RECORD_FIELDS}
+def _public(record: LogRecord) -> dict[str, Any]:
+    """A dispatch record as `switchboard logs --json` prints it: every RECORD_FIELDS field, "" for
+    one the record lacks (None on a SlotRecord: records.py)."""
+    out = {name: "" if (value := getattr(record, name, "")) is None else value for name in RECORD_FIELDS}
     # A record of the default project has no project attribute (table.py): it is "default"'s.
-    return {"project": record.get("project") or DEFAULT_PROJECT} | out
+    return {"project": record.project or DEFAULT_PROJECT} | out
 
 
 def _reader(settings: Settings, project: str | None):  # type: ignore[no-untyped-def]
@@ -309,7 +316,7 @@ async def _logs(settings: Settings, args: argparse.Namespace) -> int:
 async def _explain(settings: Settings, args: argparse.Namespace) -> int:
     async with _reader(settings, args.project) as store:
         records = await store.room_timeline(args.room, since=time.time() - args.since)
-    projects = sorted({r.get("project") or DEFAULT_PROJECT for r in records})
+    projects = sorted({r.project or DEFAULT_PROJECT for r in records})
     if len(projects) > 1:
         # Two projects' rooms may share a name: which one is meant must be said.
         print(f"switchboard explain: room {args.room!r} is in several projects ({', '.join(projects)}); "
@@ -318,7 +325,9 @@ async def _explain(settings: Settings, args: argparse.Namespace) -> int:
     if args.agent:
         from .review.answer import explain_agent
 
-        answer = explain_agent(args.room, args.agent, records, max_attempts=settings.max_dispatch_attempts)
+        # The review package reads every attribute as stored (`stored`): it shows them all.
+        answer = explain_agent(args.room, args.agent, [r.stored for r in records],
+                               max_attempts=settings.max_dispatch_attempts)
         if args.json:
             print(json.dumps({"room": args.room, "agent": args.agent, "answer": answer}, ensure_ascii=False))
         else:
@@ -328,7 +337,7 @@ async def _explain(settings: Settings, args: argparse.Namespace) -> int:
     # ships handler/*.py alone, and the function starts through this module): imported here.
     from .review.timeline import timeline
 
-    steps = timeline(records)
+    steps = timeline([r.stored for r in records])
     if args.json:
         json.dump(steps, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

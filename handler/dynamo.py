@@ -13,8 +13,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .claims import (
     DONE,
@@ -28,7 +29,9 @@ from .claims import (
     Status,
     StoreUnavailable,
 )
+from .codec import event_record, expression_values, from_item, log_record, slot_or_none, slot_record, storable, to_item
 from .policy import PlannedDispatch, Rule
+from .records import EventRecord, LogRecord, SlotRecord
 from .settings import DEFAULT_PROJECT, Settings
 from .table import (
     INDEX_BY_AGENT,
@@ -44,64 +47,10 @@ from .table import (
     room_pk,
 )
 
-# GSI key attributes may not hold empty strings: leave them out instead.
-_INDEX_KEYS = ("room_name", "agent_name", "day", "created_at", PENDING_ATTRIBUTE, "updated_at")
-
 
 def iso(ts: float) -> str:
     """A sortable UTC timestamp with milliseconds: 2026-11-21T11:45:17.336Z."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _to_attr(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, (int, float, Decimal)):
-        return {"N": str(value)}
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, dict):
-        return {"M": {k: _to_attr(v) for k, v in value.items()}}
-    if isinstance(value, (list, tuple)):
-        return {"L": [_to_attr(v) for v in value]}
-    raise TypeError(f"cannot store {type(value).__name__}")
-
-
-def _from_attr(attr: dict[str, Any]) -> Any:
-    (kind, value), = attr.items()
-    if kind == "S" or kind == "BOOL":
-        return value
-    if kind == "N":
-        number = Decimal(value)
-        return int(number) if number == number.to_integral_value() else float(number)
-    if kind == "NULL":
-        return None
-    if kind == "M":
-        return {k: _from_attr(v) for k, v in value.items()}
-    if kind == "L":
-        return [_from_attr(v) for v in value]
-    if kind == "SS":
-        return sorted(value)
-    raise TypeError(f"unexpected DynamoDB type {kind}")
-
-
-def _storable(record: dict[str, Any]) -> dict[str, Any]:
-    """The fields DynamoDB will take: no None, and no empty string in an index key."""
-    return {k: v for k, v in record.items() if not (k in _INDEX_KEYS and v == "") and v is not None}
-
-
-def to_item(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: _to_attr(v) for k, v in _storable(record).items()}
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _from_attr(v) for k, v in item.items()}
-
-
-def _values(**values: Any) -> dict[str, Any]:
-    return {f":{k}": _to_attr(v) for k, v in values.items()}
 
 
 class DynamoStore:
@@ -155,17 +104,17 @@ class DynamoStore:
 
     # --- reads ------------------------------------------------------------
 
-    async def load_slots(self, room_sid: str) -> dict[str, dict[str, Any]]:
+    async def load_slots(self, room_sid: str) -> dict[str, SlotRecord]:
         items = await self._query_all(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=_values(pk=self.room_pk(room_sid), prefix="DISPATCH#"),
+            ExpressionAttributeValues=expression_values(pk=self.room_pk(room_sid), prefix="DISPATCH#"),
             ConsistentRead=True,
         )
-        return {item["sk"]: item for item in items}
+        return {item[SK]: slot_record(item) for item in items}
 
     async def query_log(self, *, room: str | None = None, agent: str | None = None,
                         status: str | None = None, since: float, record_type: str = "dispatch",
-                        limit: int = 1000) -> list[dict[str, Any]]:
+                        limit: int = 1000) -> list[LogRecord]:
         """Dispatch (or event) records newest first, through the index that fits the filter."""
         since_iso = iso(since)
         filters = ["record_type = :rt"]
@@ -185,7 +134,7 @@ class DynamoStore:
                 "IndexName": index,
                 # "day" is a DynamoDB reserved word: name every key through a placeholder.
                 "KeyConditionExpression": "#key = :key AND created_at >= :since",
-                "ExpressionAttributeValues": _values(key=value, **values),
+                "ExpressionAttributeValues": expression_values(key=value, **values),
                 "ExpressionAttributeNames": names | {"#key": key},
                 "ScanIndexForward": False,
             }
@@ -206,9 +155,9 @@ class DynamoStore:
             if len(out) >= limit:
                 break
         out.sort(key=lambda r: r.get("created_at", ""), reverse=True)
-        return out[:limit]
+        return [log_record(r) for r in out[:limit]]
 
-    async def pending(self, days: int = 2) -> list[dict[str, Any]]:
+    async def pending(self, days: int = 2) -> list[SlotRecord]:
         """Every slot not yet settled that became pending in the last `days` days: the sweeper's list."""
         out: list[dict[str, Any]] = []
         now = self._clock()
@@ -218,10 +167,10 @@ class DynamoStore:
             out += await self._query_all(
                 IndexName=INDEX_BY_PENDING, KeyConditionExpression="#p = :day",
                 ExpressionAttributeNames={"#p": PENDING_ATTRIBUTE} | project_names,
-                ExpressionAttributeValues=_values(day=day, **project_values), **filtered)
-        return out
+                ExpressionAttributeValues=expression_values(day=day, **project_values), **filtered)
+        return [slot_record(r) for r in out]
 
-    async def settle(self, record: dict[str, Any], status: Status, reason: str, *,
+    async def settle(self, record: SlotRecord, status: Status, reason: str, *,
                      as_of: float | None = None) -> bool:
         """Close a slot for good: FAILED (its agent never came, or left with no attempts
         left) or ENDED (its agent left as intended, isn't wanted any more, or its room
@@ -243,21 +192,21 @@ class DynamoStore:
         else:
             raise ValueError(f"a slot is settled as FAILED or ENDED, not {status}")
         settled, _ = await self._conditional_update(
-            record[PK], record[SK],
+            record.pk, record.sk,
             UpdateExpression=f"SET {fields}, settled_as_of_ms = :as_of REMOVE {PENDING_ATTRIBUTE}, lease_expires_at, "
                              "missing_since"
             + (", retryable" if status == Status.ENDED else ""),
             ConditionExpression="#status = :old AND #owner = :owner",
             ExpressionAttributeNames={"#status": "status", "#owner": "owner"} | names,
-            ExpressionAttributeValues=_values(
-                new=status.value, why=reason[:2000], now=now, as_of=as_of_ms, old=record.get("status", ""),
-                owner=record.get("owner", ""), **({"no": False} if status == Status.FAILED else {})),
+            ExpressionAttributeValues=expression_values(
+                new=status.value, why=reason[:2000], now=now, as_of=as_of_ms, old=record.status.value,
+                owner=record.owner, **({"no": False} if status == Status.FAILED else {})),
         )
         if settled:
-            await self._release(record[PK], record[SK])
+            await self._release(record.pk, record.sk)
         return settled
 
-    async def mark_missing(self, record: dict[str, Any], seen_missing: bool) -> dict[str, Any] | None:
+    async def mark_missing(self, record: SlotRecord, seen_missing: bool) -> SlotRecord | None:
         """Note, or clear, that a JOINED slot's agent is not in its room (the sweeper's check).
 
         Returns the slot as it now stands; None if it was no longer the JOINED slot read.
@@ -267,18 +216,18 @@ class DynamoStore:
         update = ("SET missing_since = if_not_exists(missing_since, :now)" if seen_missing
                   else "REMOVE missing_since")
         written, current = await self._conditional_update(
-            record[PK], record[SK],
+            record.pk, record.sk,
             UpdateExpression=update,
             ConditionExpression="#status = :joined AND #owner = :owner AND agent_identity = :ident",
             ExpressionAttributeNames={"#status": "status", "#owner": "owner"},
-            ExpressionAttributeValues=_values(joined=Status.JOINED.value, owner=record.get("owner", ""),
-                                              ident=record.get("agent_identity", ""),
+            ExpressionAttributeValues=expression_values(joined=Status.JOINED.value, owner=record.owner,
+                                              ident=record.agent_identity,
                                               **({"now": now} if seen_missing else {})),
             ReturnValues="ALL_NEW",
         )
         return current if written else None
 
-    async def room_timeline(self, room_name: str, since: float) -> list[dict[str, Any]]:
+    async def room_timeline(self, room_name: str, since: float) -> list[LogRecord]:
         """Every event and dispatch record of a room name, oldest first."""
         project_filter, project_values, project_names = self.project_filter()
         filtered: dict[str, Any] = ({"FilterExpression": project_filter, "ExpressionAttributeNames": project_names}
@@ -286,14 +235,14 @@ class DynamoStore:
         items = await self._query_all(
             IndexName=INDEX_BY_ROOM,
             KeyConditionExpression="room_name = :room AND created_at >= :since",
-            ExpressionAttributeValues=_values(room=room_name, since=iso(since), **project_values),
+            ExpressionAttributeValues=expression_values(room=room_name, since=iso(since), **project_values),
             **filtered,
         )
-        return sorted(items, key=lambda r: r.get("created_at", ""))
+        return [log_record(r) for r in sorted(items, key=lambda r: r.get("created_at", ""))]
 
     # --- the claim state machine --------------------------------------------
 
-    async def claim(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any] | None,
+    async def claim(self, planned: PlannedDispatch, event_id: str, existing: SlotRecord | None,
                     *, redispatch: str | None = None) -> Claim:
         """Own the slot, or raise the ClaimError that says why not.
 
@@ -314,7 +263,7 @@ class DynamoStore:
                 return claim
         raise ClaimInProgress(planned.slot, existing, "the slot kept changing under concurrent claims")
 
-    async def _claim_new(self, planned: PlannedDispatch, event_id: str) -> tuple[Claim | None, dict[str, Any] | None]:
+    async def _claim_new(self, planned: PlannedDispatch, event_id: str) -> tuple[Claim | None, SlotRecord | None]:
         now = self._clock()
         owner = uuid.uuid4().hex
         record = self._new_record(planned, event_id, now, Status.CLAIMED) | {
@@ -326,25 +275,21 @@ class DynamoStore:
             "job_metadata": planned.job_metadata(),
             PENDING_ATTRIBUTE: iso(now)[:10],
         }
-        try:
-            # botocore fills in ClientRequestToken, so its own retry of this transaction
-            # is answered as the first try was, never as a failed condition.
-            await self._db.transact_write_items(TransactItems=[
-                {"Put": {
-                    "TableName": self._table,
-                    "Item": to_item(record),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                }},
-                self._occupy(planned, now),
-            ])
-        except Exception as exc:
-            reasons = _cancellation_reasons(exc)
-            if reasons is None:
-                raise _unavailable(exc) from exc
+        # botocore fills in ClientRequestToken, so its own retry of this transaction
+        # is answered as the first try was, never as a failed condition.
+        reasons = await self._transact([
+            {"Put": {
+                "TableName": self._table,
+                "Item": to_item(record),
+                "ConditionExpression": "attribute_not_exists(pk)",
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }},
+            self._occupy(planned, now),
+        ])
+        if reasons is not None:
             slot_reason, cap_reason = (reasons + [{}, {}])[:2]
             if slot_reason.get("Code") == "ConditionalCheckFailed":
-                return None, from_item(slot_reason.get("Item") or {}) or None
+                return None, slot_or_none(from_item(slot_reason.get("Item") or {}))
             if cap_reason.get("Code") == "ConditionalCheckFailed":
                 await self._room_is_full(planned)
             # TransactionConflict, or a cap that was counting slots since closed: decide again.
@@ -374,56 +319,49 @@ class DynamoStore:
         """Raise RoomCapReached, unless the session's set of open slots holds slots that have
         settled since (a release that never ran): then rewrite the set from the slots and return."""
         pk = self.room_pk(planned.room_sid)
-        try:
-            session = await self._db.get_item(TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
-                                              ConsistentRead=True)
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        session = await self._call("get_item", Key=to_item({PK: pk, SK: SESSION_SK}), ConsistentRead=True)
         counted = set((session.get("Item") or {}).get("open_slots", {}).get("SS", []))
-        really_open = {key for key, record in (await self.load_slots(planned.room_sid)).items() if _is_open(record)}
+        really_open = {key for key, record in (await self.load_slots(planned.room_sid)).items() if record.is_open}
         if counted <= really_open:
             raise RoomCapReached(planned.slot, None,
                                  f"room cap of {self._settings.max_agents_per_room} agents reached")
         stale = sorted(counted - really_open)
-        try:
-            await self._db.update_item(TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
-                                       UpdateExpression="DELETE open_slots :stale",
-                                       ExpressionAttributeValues={":stale": {"SS": stale}})
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        await self._call("update_item", Key=to_item({PK: pk, SK: SESSION_SK}),
+                         UpdateExpression="DELETE open_slots :stale",
+                         ExpressionAttributeValues={":stale": {"SS": stale}})
 
-    async def _take_over(self, planned: PlannedDispatch, event_id: str, existing: dict[str, Any],
-                         redispatch: str | None) -> tuple[Claim | None, dict[str, Any] | None]:
-        status = existing.get("status")
+    async def _take_over(self, planned: PlannedDispatch, event_id: str, existing: SlotRecord,
+                         redispatch: str | None) -> tuple[Claim | None, SlotRecord | None]:
+        status = existing.status
         now = self._clock()
         reopen = _new_presence(planned, existing)
         if not reopen:
             if status in DONE and not (redispatch and status in (Status.DISPATCHED, Status.JOINED)):
                 raise SlotAlreadyDispatched(planned.slot, existing)
             if status == Status.REJECTED:
-                raise SlotClosed(planned.slot, existing, f"rejected: {existing.get('reason', '')}")
-            if status == Status.CLAIMED and existing.get("lease_expires_at", 0) > now:
+                raise SlotClosed(planned.slot, existing, f"rejected: {existing.reason}")
+            if status == Status.CLAIMED and existing.lease_expires_at > now:
                 raise ClaimInProgress(planned.slot, existing)
-        attempts = 0 if reopen else int(existing.get("attempts", 0))
+        attempts = 0 if reopen else existing.attempts
         # An expired claim on the last attempt is finished, not retried: adopt or fail.
         last_chance = status == Status.CLAIMED and attempts >= self._settings.max_dispatch_attempts
         if last_chance:
             attempts -= 1
         if status == Status.FAILED and not reopen and (
-                not existing.get("retryable") or attempts >= self._settings.max_dispatch_attempts):
-            raise SlotClosed(planned.slot, existing, f"failed after {attempts} attempt(s): {existing.get('error', '')}")
+                not existing.retryable or attempts >= self._settings.max_dispatch_attempts):
+            raise SlotClosed(planned.slot, existing, f"failed after {attempts} attempt(s): {existing.error}")
         if reopen:
             # A settled slot counts against the cap again.
             await self._reoccupy(planned, now)
 
         owner = uuid.uuid4().hex
-        generation = int(existing.get("generation", 1)) + (1 if reopen else 0)
+        generation = (1 if existing.generation is None else existing.generation) + (1 if reopen else 0)
         # A re-dispatch condemns the slot's dispatch; a takeover of a claim that was replacing
         # one carries on replacing it (its owner may have died before deleting it).
-        replacing = (existing.get("dispatch_id", "") if redispatch else existing.get("replacing", "")) \
+        replacing = (existing.dispatch_id if redispatch else existing.replacing) \
             if not reopen else ""
         written, current = await self._conditional_update(
-            existing[PK], existing[SK],
+            existing.pk, existing.sk,
             UpdateExpression="SET #status = :claimed, #owner = :owner, lease_expires_at = :lease, "
                              "attempts = :attempts, claimed_at = :now, updated_at = :now, event_id = :event, "
                              "#trigger = :trigger, job_metadata = :job, #pending = :day, generation = :gen, "
@@ -437,38 +375,34 @@ class DynamoStore:
                                 if reopen else ""),
             # Optimistic: only if nobody moved the slot since we read it.
             ConditionExpression="#status = :old_status AND " + (
-                "#owner = :old_owner" if "owner" in existing else "attribute_not_exists(#owner)"),
+                "#owner = :old_owner" if existing.owner else "attribute_not_exists(#owner)"),
             ExpressionAttributeNames={"#status": "status", "#owner": "owner", "#trigger": "trigger",
                                       "#pending": PENDING_ATTRIBUTE} | ({"#error": "error"} if reopen else {}),
-            ExpressionAttributeValues=_values(
+            ExpressionAttributeValues=expression_values(
                 claimed=Status.CLAIMED.value, owner=owner, attempts=attempts + 1,
                 lease=now + self._settings.claim_lease_seconds, now=iso(now), event=event_id,
                 trigger=planned.trigger, job=planned.job_metadata(), day=iso(now)[:10], gen=generation,
-                by=planned.triggered_by or existing.get("triggered_by", ""),
-                presence=planned.participant_sid or existing.get("presence_sid", ""),
-                joined=planned.participant_joined_ms or existing.get("presence_joined_ms", 0),
-                old_status=status, **({"old_owner": existing["owner"]} if "owner" in existing else {}),
+                by=planned.triggered_by or existing.triggered_by,
+                presence=planned.participant_sid or existing.presence_sid,
+                joined=planned.participant_joined_ms or existing.presence_joined_ms,
+                old_status=status.value, **({"old_owner": existing.owner} if existing.owner else {}),
                 **({"why": redispatch} if redispatch else {}), **({"replacing": replacing} if replacing else {})),
         )
         if not written:
             return None, current or None
         return Claim(planned, owner, attempt=attempts + 1, takeover=not reopen,
-                     previous_dispatch_id="" if reopen else existing.get("dispatch_id", ""),
+                     previous_dispatch_id="" if reopen else existing.dispatch_id,
                      last_chance=last_chance, replacing=replacing), None
 
     async def _reoccupy(self, planned: PlannedDispatch, now: float) -> None:
         for _ in range(2):
-            try:
-                await self._db.transact_write_items(TransactItems=[self._occupy(planned, now)])
+            reasons = await self._transact([self._occupy(planned, now)])
+            if reasons is None:
                 return
-            except Exception as exc:
-                reasons = _cancellation_reasons(exc)
-                if reasons is None:
-                    raise _unavailable(exc) from exc
-                if (reasons + [{}])[0].get("Code") == "ConditionalCheckFailed":
-                    await self._room_is_full(planned)
-                else:
-                    await asyncio.sleep(0.02)
+            if (reasons + [{}])[0].get("Code") == "ConditionalCheckFailed":
+                await self._room_is_full(planned)
+            else:
+                await asyncio.sleep(0.02)
         raise ClaimInProgress(planned.slot, None, "the room's cap kept changing under concurrent claims")
 
     async def mark_dispatched(self, claim: Claim, dispatch_id: str, *, adopted: bool = False) -> None:
@@ -497,7 +431,7 @@ class DynamoStore:
             + " REMOVE " + ", ".join(("lease_expires_at", *remove)),
             ConditionExpression="#owner = :me AND #status = :claimed",
             ExpressionAttributeNames=names | {"#owner": "owner"},
-            ExpressionAttributeValues=_values(**fields, me=claim.owner, claimed=Status.CLAIMED.value),
+            ExpressionAttributeValues=expression_values(**fields, me=claim.owner, claimed=Status.CLAIMED.value),
         )
         if not written:
             raise LeaseLost(claim.planned.slot, current, "the claim was taken over before it completed")
@@ -506,14 +440,9 @@ class DynamoStore:
         now = self._clock()
         record = self._new_record(planned, event_id, now, Status.REJECTED) | {
             "reason": reason, "rejected_at": iso(now)}
-        try:
-            await self._db.put_item(TableName=self._table, Item=to_item(record),
-                                    ConditionExpression="attribute_not_exists(pk)")
-        except Exception as exc:
-            if _condition_failed(exc):
-                return False
-            raise _unavailable(exc) from exc
-        return True
+        written, _ = await self._write_if("put_item", Item=to_item(record),
+                                          ConditionExpression="attribute_not_exists(pk)")
+        return written
 
     async def mark_joined(self, room_sid: str, slot: str, agent_identity: str, dispatch_id: str,
                           agent_sid: str = "") -> bool:
@@ -527,7 +456,7 @@ class DynamoStore:
             # Only a recorded dispatch can be joined: a CLAIMED slot's owner is still writing its id.
             ConditionExpression="#status = :dispatched AND dispatch_id = :dispatch",
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
+            ExpressionAttributeValues=expression_values(joined=Status.JOINED.value, now=now, ident=agent_identity,
                                               sid=agent_sid, dispatch=dispatch_id,
                                               dispatched=Status.DISPATCHED.value),
         )
@@ -538,7 +467,7 @@ class DynamoStore:
         included: nothing may dispatch a finished session's slot into a later one."""
         ended = 0
         for slot, record in (await self.load_slots(room_sid)).items():
-            if not _is_open(record):
+            if not record.is_open:
                 continue
             now = iso(self._clock())
             written, _ = await self._conditional_update(
@@ -548,27 +477,24 @@ class DynamoStore:
                 ConditionExpression="#status IN (:claimed, :dispatched, :joined) "
                                     "OR (#status = :failed AND retryable = :yes)",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_values(ended=Status.ENDED.value, now=now, why=reason[:2000],
+                ExpressionAttributeValues=expression_values(ended=Status.ENDED.value, now=now, why=reason[:2000],
                                                   failed=Status.FAILED.value, yes=True,
                                                   **{s.value.lower(): s.value for s in OPEN}),
             )
             ended += written
         return ended
 
-    async def note_orphan(self, record: dict[str, Any], dispatch_id: str, why: str) -> None:
+    async def note_orphan(self, record: SlotRecord, dispatch_id: str, why: str) -> None:
         """Write on the slot that a dispatch carrying it, not its own, was deleted, and why."""
         note = {"dispatch_id": dispatch_id, "deleted_at": iso(self._clock()), "why": why[:500]}
-        try:
-            await self._db.update_item(
-                TableName=self._table, Key=to_item({PK: record[PK], SK: record[SK]}),
-                UpdateExpression="SET orphans = list_append(if_not_exists(orphans, :none), :note)",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=_values(none=[], note=[note]))
-        except Exception as exc:
-            if not _condition_failed(exc):
-                raise _unavailable(exc) from exc
+        # A slot gone since (its record expired) needs no note: a failed condition is no error.
+        await self._write_if(
+            "update_item", Key=to_item({PK: record.pk, SK: record.sk}),
+            UpdateExpression="SET orphans = list_append(if_not_exists(orphans, :none), :note)",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=expression_values(none=[], note=[note]))
 
-    async def replay_event(self, pk: str, sk: str) -> dict[str, Any] | None:
+    async def replay_event(self, pk: str, sk: str) -> EventRecord | None:
         """A re-delivered event's record, if its first handling was answered 200; else None.
 
         One conditional UpdateItem that counts the delivery where there is an answer to
@@ -576,60 +502,50 @@ class DynamoStore:
         the common first delivery, or one whose handling did not complete (a 503, a crash,
         a budget spent), which must be handled again.
         """
-        try:
-            response = await self._db.update_item(
-                TableName=self._table, Key=to_item({PK: pk, SK: sk}),
-                ConditionExpression="attribute_exists(answered_at)",
-                UpdateExpression="SET last_received_at = :now ADD deliveries :one",
-                ExpressionAttributeValues=_values(now=iso(self._clock()), one=1),
-                ReturnValues="ALL_NEW")
-        except Exception as exc:
-            if _condition_failed(exc):
-                return None
-            raise _unavailable(exc) from exc
-        return from_item(response.get("Attributes") or {})
+        answered, response = await self._write_if(
+            "update_item", Key=to_item({PK: pk, SK: sk}),
+            ConditionExpression="attribute_exists(answered_at)",
+            UpdateExpression="SET last_received_at = :now ADD deliveries :one",
+            ExpressionAttributeValues=expression_values(now=iso(self._clock()), one=1),
+            ReturnValues="ALL_NEW")
+        return event_record(from_item(response.get("Attributes") or {})) if answered else None
 
-    async def record_event(self, event_record: dict[str, Any]) -> None:
+    async def record_event(self, event: EventRecord, *, received_at: float, answered: bool) -> None:
         """Upsert one received webhook; a redelivery bumps `deliveries` and keeps the first time.
 
-        `answered` (True when the webhook is answered 200) stamps `answered_at` once: from then
-        on a re-delivery is replayed from this record (replay_event). A record of an answer
+        `received_at` is when this delivery came. `answered` (True when the webhook is answered
+        200) stamps `answered_at` once: from then on a re-delivery is replayed from this record
+        (replay_event). A record of an answer
         that asks for a retry never overwrites one that was answered: two deliveries handled
         at once may finish in either order, and the 200 is the answer that stands.
         """
         now = self._clock()
-        received_at = event_record.get("received_at", now)
-        answered = bool(event_record.get("answered"))
-        fields = {k: v for k, v in event_record.items() if k not in (PK, SK, "received_at", "answered")}
+        fields = event.written()
         fields["last_received_at"] = iso(now)
         fields["record_type"] = "event"
         fields.update(self._project_fields())
         fields[TTL_ATTRIBUTE] = int(now + self._settings.event_retention_days * 86400)
-        fields = _storable(fields)
+        fields = storable(fields)
         names = {f"#{k}": k for k in fields} | {"#created_at": "created_at", "#day": "day"}
-        values = _values(**fields, created_at=iso(received_at), day=iso(received_at)[:10], one=1)
+        values = expression_values(**fields, created_at=iso(received_at), day=iso(received_at)[:10], one=1)
         expression = ("SET " + ", ".join(f"#{k} = :{k}" for k in fields)
                       + ", #created_at = if_not_exists(#created_at, :created_at), #day = if_not_exists(#day, :day)")
         condition: dict[str, str] = {}
         if answered:
             expression += ", answered_at = if_not_exists(answered_at, :answered_at)"
-            values |= _values(answered_at=iso(now))
+            values |= expression_values(answered_at=iso(now))
         else:
             condition = {"ConditionExpression": "attribute_not_exists(answered_at)"}
-        try:
-            await self._db.update_item(
-                TableName=self._table,
-                Key=to_item({PK: event_record[PK], SK: event_record[SK]}),
-                UpdateExpression=expression + " ADD deliveries :one",
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values, **condition)
-        except Exception as exc:
-            if condition and _condition_failed(exc):
-                return  # another delivery of it was answered 200 meanwhile: that record stands
-            raise _unavailable(exc) from exc
+        # A failed condition: another delivery of it was answered 200 meanwhile, and that record
+        # stands. (An answered record's write has no condition: it cannot fail one.)
+        await self._write_if(
+            "update_item", Key=to_item({PK: event.pk, SK: event.sk}),
+            UpdateExpression=expression + " ADD deliveries :one",
+            ExpressionAttributeNames=names, ExpressionAttributeValues=values, **condition)
 
     # --- helpers ------------------------------------------------------------
 
-    async def _conditional_update(self, pk: str, sk: str, **request: Any) -> tuple[bool, dict[str, Any]]:
+    async def _conditional_update(self, pk: str, sk: str, **request: Any) -> tuple[bool, SlotRecord | None]:
         """One conditional UpdateItem: (True, the item as written, if ReturnValues asks for it)
         or (False, the item as it stands, which says why the condition failed).
 
@@ -644,25 +560,18 @@ class DynamoStore:
                                        else f"SET write_token = :write_token {expression}")
         request["ExpressionAttributeValues"] = request.get("ExpressionAttributeValues", {}) | {
             ":write_token": {"S": token}}
-        try:
-            response = await self._db.update_item(
-                TableName=self._table, Key=to_item({PK: pk, SK: sk}),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD", **request)
-        except Exception as exc:
-            if not _condition_failed(exc):
-                raise _unavailable(exc) from exc
-            current = from_item(_failed_item(exc))
-            return current.get("write_token") == token, current
-        return True, from_item(response.get("Attributes") or {})
+        written, response = await self._write_if("update_item", Key=to_item({PK: pk, SK: sk}),
+                                                 ReturnValuesOnConditionCheckFailure="ALL_OLD", **request)
+        if not written:
+            current = from_item(response.get("Item") or {})
+            return current.get("write_token") == token, slot_or_none(current)
+        return True, slot_or_none(from_item(response.get("Attributes") or {}))
 
     async def _release(self, pk: str, slot: str) -> None:
         """The slot no longer counts against its room's cap (see _claim_new)."""
-        try:
-            await self._db.update_item(
-                TableName=self._table, Key=to_item({PK: pk, SK: SESSION_SK}),
-                UpdateExpression="DELETE open_slots :slot", ExpressionAttributeValues={":slot": {"SS": [slot]}})
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        await self._call("update_item", Key=to_item({PK: pk, SK: SESSION_SK}),
+                         UpdateExpression="DELETE open_slots :slot",
+                         ExpressionAttributeValues={":slot": {"SS": [slot]}})
 
     def _new_record(self, planned: PlannedDispatch, event_id: str, now: float, status: Status) -> dict[str, Any]:
         return {
@@ -689,25 +598,54 @@ class DynamoStore:
 
     async def _query_all(self, *, limit: int = 10_000, **request: Any) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        while True:
+            page = await self._call("query", **request)
+            out.extend(from_item(i) for i in page.get("Items", []))
+            key = page.get("LastEvaluatedKey")
+            if not key or len(out) >= limit:
+                return out
+            request["ExclusiveStartKey"] = key
+
+    # --- the calls: every DynamoDB call goes through one of these three ------------
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        """One call on the table. Whatever goes wrong on the way (a service error, a timeout,
+        a refused connection, spent retries) is StoreUnavailable: the webhook answers 503."""
         try:
-            while True:
-                page = await self._db.query(TableName=self._table, **request)
-                out.extend(from_item(i) for i in page.get("Items", []))
-                key = page.get("LastEvaluatedKey")
-                if not key or len(out) >= limit:
-                    return out
-                request["ExclusiveStartKey"] = key
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+            response: dict[str, Any] = await getattr(self._db, operation)(TableName=self._table, **request)
+        except (ClientError, BotoCoreError) as exc:
+            raise unavailable(exc) from exc
+        return response
+
+    async def _write_if(self, operation: str, **request: Any) -> tuple[bool, dict[str, Any]]:
+        """One conditional write: (True, its answer), or (False, the error's response) when the
+        condition failed: with ReturnValuesOnConditionCheckFailure, its "Item" is the item as it
+        stands. Any other failure is StoreUnavailable."""
+        try:
+            response: dict[str, Any] = await getattr(self._db, operation)(TableName=self._table, **request)
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise unavailable(exc) from exc
+            return False, dict(exc.response)
+        except BotoCoreError as exc:
+            raise unavailable(exc) from exc
+        return True, response
+
+    async def _transact(self, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """One TransactWriteItems: None when it applied, or the cancellation reasons (one per
+        item, in order) when it was cancelled. Any other failure is StoreUnavailable."""
+        try:
+            await self._db.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise unavailable(exc) from exc
+            return list(exc.response.get("CancellationReasons") or [])
+        except BotoCoreError as exc:
+            raise unavailable(exc) from exc
+        return None
 
 
-def _is_open(record: dict[str, Any]) -> bool:
-    """Not settled: the slot has, or may still get, an agent in its room."""
-    status = record.get("status")
-    return status in OPEN or (status == Status.FAILED and bool(record.get("retryable")))
-
-
-def _new_presence(planned: PlannedDispatch, existing: dict[str, Any]) -> bool:
+def _new_presence(planned: PlannedDispatch, existing: SlotRecord) -> bool:
     """A participant rule's slot that settled (its agent left or never came) is opened again,
     as a new generation, by a participant who joined after it settled: a caller who comes
     back, or a room that emptied and filled again. A re-delivery of the join that opened
@@ -716,15 +654,12 @@ def _new_presence(planned: PlannedDispatch, existing: dict[str, Any]) -> bool:
     under the time between a hang-up and the next call."""
     if planned.rule is not Rule.ON_PARTICIPANT_JOINED or not planned.participant_joined_ms:
         return False
-    status = existing.get("status")
-    if status == Status.FAILED and existing.get("retryable"):
+    if existing.retryable_failure or existing.status not in (Status.ENDED, Status.FAILED, Status.REJECTED):
         return False
-    if status not in (Status.ENDED, Status.FAILED, Status.REJECTED):
-        return False
-    if existing.get("settled_as_of_ms"):
-        return planned.participant_joined_ms >= int(existing["settled_as_of_ms"])
-    settled_at = existing.get("ended_at") or existing.get("failed_at") or existing.get("rejected_at")
-    return bool(settled_at) and planned.participant_joined_ms > _iso_ms(str(settled_at))
+    if existing.settled_as_of_ms:
+        return planned.participant_joined_ms >= existing.settled_as_of_ms
+    settled_at = existing.settled_at
+    return bool(settled_at) and planned.participant_joined_ms > _iso_ms(settled_at)
 
 
 def _iso_ms(timestamp: str) -> int:
@@ -739,29 +674,13 @@ def _days_since(since: float, now: float) -> Iterable[str]:
         day -= timedelta(days=1)
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return (response or {}).get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _condition_failed(exc: Exception) -> bool:
-    return _error_code(exc) == "ConditionalCheckFailedException"
-
-
-def _failed_item(exc: Exception) -> dict[str, Any]:
-    return getattr(exc, "response", {}).get("Item") or {}
-
-
-def _cancellation_reasons(exc: Exception) -> list[dict[str, Any]] | None:
-    if _error_code(exc) != "TransactionCanceledException":
-        return None
-    return list(getattr(exc, "response", {}).get("CancellationReasons") or [])
-
-
-def _unavailable(exc: Exception) -> StoreUnavailable:
-    if isinstance(exc, StoreUnavailable):
-        return exc
-    code = _error_code(exc)
+def unavailable(exc: ClientError | BotoCoreError) -> StoreUnavailable:
+    """What a DynamoDB call that failed (a service error, or botocore's on the way) means here."""
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
     # The class name and the service's error code say what went wrong; the
     # message can echo request parameters, so it stays out.
     return StoreUnavailable(f"DynamoDB {code or type(exc).__name__}")

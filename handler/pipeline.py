@@ -32,6 +32,7 @@ from .contract import Routing
 from .dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
 from .events import Relevance, relevance
 from .observability import Metrics, record_time_to_agent
+from .outcomes import SlotOutcome, Source
 from .policy import (
     Action,
     Decision,
@@ -39,8 +40,8 @@ from .policy import (
     Rule,
     decide,
     participant_kind,
-    planned_from_record,
 )
+from .records import EventRecord, SlotRecord
 from .settings import DEFAULT_PROJECT, Project, Settings
 from .table import event_sk, room_pk
 from .wire import DISPATCH_ID_ATTRIBUTE, DONE_ATTRIBUTE
@@ -57,12 +58,12 @@ INTENDED_LEAVES = frozenset({
 @dataclass(frozen=True)
 class SlotResult:
     slot: str
-    result: str
+    result: SlotOutcome
     retry: bool = False
     detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"slot": self.slot, "result": self.result}
+        out = {"slot": self.slot, "result": self.result.value}
         if self.detail:
             out["detail"] = self.detail
         return out
@@ -74,7 +75,7 @@ class Outcome:
     slots: list[SlotResult] = field(default_factory=list)
     note: str = ""
     # A re-delivery of an event already answered 200: that first answer, as recorded.
-    replay: dict[str, Any] | None = None
+    replay: EventRecord | None = None
 
     @property
     def retry(self) -> bool:
@@ -83,8 +84,7 @@ class Outcome:
     def answer(self) -> dict[str, Any]:
         """The webhook's answer body (beside the event id): the first answer again for a replay."""
         if self.replay is not None:
-            return {"decision": self.replay.get("decision"), "outcome": dict(self.replay.get("outcome") or {},
-                                                                              replayed=True)}
+            return {"decision": dict(self.replay.decision), "outcome": dict(self.replay.outcome, replayed=True)}
         return {"decision": self.decision.summary(), "outcome": self.as_dict()}
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,7 +98,8 @@ class Outcome:
 
 def _changed_nothing(outcome: Outcome) -> bool:
     """Nothing was claimed, dispatched, settled or asked again: an ignore, or every slot already as wanted."""
-    return not outcome.retry and not outcome.note and all(s.result == "duplicate" for s in outcome.slots) and (
+    return not outcome.retry and not outcome.note and all(
+        s.result is SlotOutcome.DUPLICATE for s in outcome.slots) and (
         bool(outcome.slots) or outcome.decision.action is Action.IGNORE)
 
 
@@ -178,10 +179,10 @@ class Pipeline:
         # projects is the default project's).
         self.project: str = getattr(store, "project", None) or DEFAULT_PROJECT
 
-    async def handle(self, event: WebhookEvent, *, source: str = "webhook") -> Outcome:
+    async def handle(self, event: WebhookEvent, *, source: Source = Source.WEBHOOK) -> Outcome:
         """Act on one verified event and record it. Raises StoreUnavailable if the log is down.
 
-        `source` is "webhook", or "sweep" for an event the sweeper rebuilt from
+        `source` is WEBHOOK, or SWEEP for an event the sweeper rebuilt from
         LiveKit's state because the real one may have been dropped.
         """
         metrics = Metrics()
@@ -192,8 +193,8 @@ class Pipeline:
             metrics.flush(event_type=event.event, room_name=event.room.name)
             return Outcome(Decision(Action.IGNORE, f"{event.event} events cannot change a decision: {why}"))
         received_at = time.time()
-        decision = decide(event, self.routing, self.settings, trigger="reconcile" if source == "sweep" else None)
-        if source == "webhook" and decision.action is not Action.IGNORE:
+        decision = decide(event, self.routing, self.settings, trigger="reconcile" if source is Source.SWEEP else None)
+        if source is Source.WEBHOOK and decision.action is not Action.IGNORE:
             # Idempotency by event id: a re-delivery of an event already answered 200 is
             # answered from its record, in one conditional write (it also counts the delivery).
             # Anything less than a 200 on record (a 503, a crash, a lost lease's retry) is
@@ -206,13 +207,13 @@ class Pipeline:
                 # The same line as a handled event's, so the saved log queries see replays too.
                 log.info(f"{source} event handled", extra={
                     "event_type": event.event, "room_name": event.room.name, "room_sid": event.room.sid,
-                    **outcome.answer(), "deliveries": replay.get("deliveries")})
+                    **outcome.answer(), "deliveries": replay.deliveries})
                 return outcome
         try:
             if decision.action is Action.DISPATCH:
                 # A delivered room_started claims without reading first: it is on the path that brings
                 # a new room its agents, and its slots almost never exist yet (see _dispatch).
-                first_event = source == "webhook" and event.event == "room_started"
+                first_event = source is Source.WEBHOOK and event.event == "room_started"
                 outcome = await self._dispatch(event, decision, metrics, read_first=not first_event)
             elif decision.action is Action.CONFIRM_JOIN:
                 outcome = await self._confirm_join(event, decision)
@@ -226,10 +227,9 @@ class Pipeline:
             # `answered`: this record is a 200, so a re-delivery replays it (see replay_event).
             # A sweeper's look that changed nothing is not recorded: it passes every live room
             # every minute, and those records were most of a room's writes (BENCHMARKS.md, cost).
-            if source != "sweep" or not _changed_nothing(outcome):
-                await self.store.record_event(self._event_record(event, decision, outcome)
-                                              | {"received_at": received_at, "source": source,
-                                                 "answered": not outcome.retry})
+            if source is not Source.SWEEP or not _changed_nothing(outcome):
+                await self.store.record_event(self._event_record(event, decision, outcome, source),
+                                              received_at=received_at, answered=not outcome.retry)
         finally:
             metrics.flush()
         log.info(f"{source} event handled", extra={
@@ -260,7 +260,7 @@ class Pipeline:
             # The write is conditional: False when the slot already had a record.
             if slot not in slots and await self.store.record_rejection(rejection.planned, event_id, rejection.reason):
                 metrics.add("AgentsRejected", 1)
-            results.append(SlotResult(slot, "rejected", detail=rejection.reason))
+            results.append(SlotResult(slot, SlotOutcome.REJECTED, detail=rejection.reason))
         # Every sibling runs to its end before the answer: a 503 while a claim is still
         # mid-CreateDispatch would leave it frozen there on Lambda.
         done = await asyncio.gather(*(
@@ -272,7 +272,7 @@ class Pipeline:
         results += [r for r in done if isinstance(r, SlotResult)]
         return Outcome(decision, results)
 
-    async def dispatch_slot(self, planned: PlannedDispatch, existing: dict[str, Any] | None, event_id: str,
+    async def dispatch_slot(self, planned: PlannedDispatch, existing: SlotRecord | None, event_id: str,
                             metrics: Metrics, *, redispatch: str | None = None) -> SlotResult:
         """claim → dispatch → record for one slot. `redispatch` replaces a dispatch whose agent never came or left."""
         slot = planned.slot
@@ -280,16 +280,17 @@ class Pipeline:
             claim = await self.store.claim(planned, event_id, existing, redispatch=redispatch)
         except SlotAlreadyDispatched as exc:
             metrics.add("DuplicateDeliveries", 1)
-            return SlotResult(slot, "duplicate", detail=f"already {exc.record.get('status')}")
+            return SlotResult(slot, SlotOutcome.DUPLICATE,
+                              detail=f"already {exc.record.status if exc.record else None}")
         except ClaimInProgress:
             metrics.add("ClaimsInProgress", 1)
-            return SlotResult(slot, "in_progress", retry=True, detail="another delivery holds the claim")
+            return SlotResult(slot, SlotOutcome.IN_PROGRESS, retry=True, detail="another delivery holds the claim")
         except SlotClosed as exc:
-            return SlotResult(slot, "closed", detail=str(exc))
+            return SlotResult(slot, SlotOutcome.CLOSED, detail=str(exc))
         except RoomCapReached as exc:
             if await self.store.record_rejection(planned, event_id, str(exc)):
                 metrics.add("AgentsRejected", 1)
-            return SlotResult(slot, "rejected", detail=str(exc))
+            return SlotResult(slot, SlotOutcome.REJECTED, detail=str(exc))
 
         started = time.perf_counter()
         try:
@@ -308,17 +309,17 @@ class Pipeline:
                         await self.store.mark_dispatched(claim, found, adopted=True)
                     except LeaseLost:
                         # Whoever took the slot over looks for the same dispatch and adopts it.
-                        return SlotResult(slot, "lease_lost", detail=found)
-                    return SlotResult(slot, "adopted", detail=found)
+                        return SlotResult(slot, SlotOutcome.LEASE_LOST, detail=found)
+                    return SlotResult(slot, SlotOutcome.ADOPTED, detail=found)
                 if claim.last_chance:
                     why = (f"the last of {claim.attempt} attempt(s) never finished and LiveKit holds no "
                            "dispatch it made")
                     try:
                         await self.store.mark_failed(claim, why, retryable=False)
                     except LeaseLost:
-                        return SlotResult(slot, "lease_lost", detail=why)
+                        return SlotResult(slot, SlotOutcome.LEASE_LOST, detail=why)
                     metrics.add("DispatchFailures", 1)
-                    return SlotResult(slot, "failed", detail=why)
+                    return SlotResult(slot, SlotOutcome.FAILED, detail=why)
             dispatch_id = await self.livekit.create(planned)
         except LiveKitError as exc:
             retryable = isinstance(exc, LiveKitUnavailable)
@@ -326,21 +327,21 @@ class Pipeline:
                 await self.store.mark_failed(claim, str(exc), retryable=retryable)
             except LeaseLost:
                 # Taken over while LiveKit was failing us: the new owner decides now.
-                return SlotResult(slot, "lease_lost", detail=str(exc))
+                return SlotResult(slot, SlotOutcome.LEASE_LOST, detail=str(exc))
             metrics.add("DispatchFailures", 1)
             log.warning("dispatch failed", extra={"slot": slot, "error": str(exc), "retryable": retryable})
-            return SlotResult(slot, "failed", retry=retryable and claim.attempt < self.settings.max_dispatch_attempts,
-                              detail=str(exc))
+            return SlotResult(slot, SlotOutcome.FAILED,
+                              retry=retryable and claim.attempt < self.settings.max_dispatch_attempts, detail=str(exc))
         metrics.add("CreateDispatchLatency", (time.perf_counter() - started) * 1000, "Milliseconds")
         try:
             await self.store.mark_dispatched(claim, dispatch_id)
         except LeaseLost as exc:
             await self._withdraw(planned, dispatch_id, exc.record)
-            return SlotResult(slot, "lease_lost", detail=dispatch_id)
+            return SlotResult(slot, SlotOutcome.LEASE_LOST, detail=dispatch_id)
         metrics.add("Redispatches" if redispatch else "Dispatches", 1)
-        return SlotResult(slot, "redispatched" if redispatch else "dispatched", detail=dispatch_id)
+        return SlotResult(slot, SlotOutcome.REDISPATCHED if redispatch else SlotOutcome.DISPATCHED, detail=dispatch_id)
 
-    async def _withdraw(self, planned: PlannedDispatch, dispatch_id: str, current: dict[str, Any]) -> None:
+    async def _withdraw(self, planned: PlannedDispatch, dispatch_id: str, current: SlotRecord | None) -> None:
         """Our lease ran out while LiveKit created our dispatch, and someone else owns the slot now.
 
         Our dispatch goes only once the slot has settled on another: it holds a different
@@ -349,9 +350,7 @@ class Pipeline:
         decides later, as it does for any dispatch that is not its slot's.
         """
         log.error("lease lost after dispatch", extra={"slot": planned.slot, "dispatch_id": dispatch_id})
-        status = current.get("status")
-        if current.get("dispatch_id") == dispatch_id or status == Status.CLAIMED or (
-                status == Status.FAILED and current.get("retryable")):
+        if current is not None and (current.dispatch_id == dispatch_id or current.being_claimed):
             return
         try:
             await self.livekit.delete(dispatch_id, planned.room_name)
@@ -374,11 +373,11 @@ class Pipeline:
         if not name or not event.room.sid:
             return Outcome(decision, note="agent participant without lk.agent_name or room")
         slots = await self.store.load_slots(event.room.sid)
-        if any(r.get("status") == Status.JOINED and r.get("agent_identity") == identity
-               and r.get("agent_sid", sid) == sid for r in slots.values()):
-            return Outcome(decision, [SlotResult("", "duplicate", detail=f"{identity} already joined")])
-        candidates = [r for r in slots.values() if r.get("agent_name") == name
-                      and r.get("status") in (Status.CLAIMED, Status.DISPATCHED)]
+        if any(r.status == Status.JOINED and r.agent_identity == identity and r.agent_sid in (None, sid)
+               for r in slots.values()):
+            return Outcome(decision, [SlotResult("", SlotOutcome.DUPLICATE, detail=f"{identity} already joined")])
+        candidates = [r for r in slots.values() if r.agent_name == name
+                      and r.status in (Status.CLAIMED, Status.DISPATCHED)]
         dispatch_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
         if not dispatch_id:
             if not candidates:
@@ -386,23 +385,24 @@ class Pipeline:
             try:
                 dispatch_id = await self.livekit.dispatch_of_participant(event.room.name, name, identity) or ""
             except LiveKitUnavailable as exc:
-                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
+                return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, retry=True, detail=str(exc))])
             except LiveKitRejected as exc:
-                return Outcome(decision, [SlotResult("", "unconfirmed", detail=str(exc))])
+                return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, detail=str(exc))])
             if not dispatch_id:
-                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
+                return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, retry=True,
                                                      detail=f"LiveKit does not yet say which dispatch {identity} is")])
-        match = next((r for r in candidates if r.get("dispatch_id") == dispatch_id), None)
+        match = next((r for r in candidates if r.dispatch_id == dispatch_id), None)
         if match is None:
-            if any(r.get("status") == Status.CLAIMED for r in candidates):
+            if any(r.status == Status.CLAIMED for r in candidates):
                 # The owner may be writing this very id now: ask again shortly.
-                return Outcome(decision, [SlotResult("", "unconfirmed", retry=True,
+                return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, retry=True,
                                                      detail=f"a claim of {name!r} is still being recorded")])
             return Outcome(decision, note=f"{identity} came from dispatch {dispatch_id}, not an open one of ours")
-        joined = await self.store.mark_joined(event.room.sid, match["sk"], identity, dispatch_id, sid)
+        joined = await self.store.mark_joined(event.room.sid, match.slot, identity, dispatch_id, sid)
         if joined:
             record_time_to_agent(event)
-        return Outcome(decision, [SlotResult(match["sk"], "joined" if joined else "duplicate", detail=identity)])
+        return Outcome(decision, [SlotResult(match.slot, SlotOutcome.JOINED if joined else SlotOutcome.DUPLICATE,
+                                             detail=identity)])
 
     async def _agent_left(self, event: WebhookEvent, decision: Decision, metrics: Metrics) -> Outcome:
         """An agent left (or its connection aborted): its slot ends if it meant to, else the room may get it back.
@@ -418,43 +418,43 @@ class Pipeline:
         try:
             record = await self._slot_of_agent(event, decision)
         except LiveKitUnavailable as exc:
-            return Outcome(decision, [SlotResult("", "unconfirmed", retry=True, detail=str(exc))])
+            return Outcome(decision, [SlotResult("", SlotOutcome.UNCONFIRMED, retry=True, detail=str(exc))])
         if record is None:
             return Outcome(decision, note=f"{identity} held no open Switchboard dispatch")
         event_id = event_id_of(event)
-        if record.get("event_id") == event_id:
-            return Outcome(decision, [SlotResult(record["sk"], "duplicate", detail="this departure was handled")])
+        if record.event_id == event_id:
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.DUPLICATE,
+                                                 detail="this departure was handled")])
         try:
             still_here = any(p.sid == event.participant.sid for p in await self.livekit.participants(event.room.name))
         except LiveKitUnavailable as exc:
-            return Outcome(decision, [SlotResult(record["sk"], "unconfirmed", retry=True, detail=str(exc))])
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.UNCONFIRMED, retry=True, detail=str(exc))])
         except LiveKitRejected as exc:
-            return Outcome(decision, [SlotResult(record["sk"], "unconfirmed", detail=str(exc))])
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.UNCONFIRMED, detail=str(exc))])
         if still_here:
             # Stale (a reordered or replayed webhook): deleting a dispatch can't be undone.
-            return Outcome(decision, [SlotResult(record["sk"], "stale",
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.STALE,
                                                  detail=f"{identity} ({event.participant.sid}) is still in the room")])
         done = event.participant.attributes.get(DONE_ATTRIBUTE, "")
         if done or event.participant.disconnect_reason in INTENDED_LEAVES:
             why = f"agent {identity} left as intended ({reason}" + (f": {done[:200]})" if done else ")")
             settled = await self.store.settle(record, Status.ENDED, why)
-            return Outcome(decision, [SlotResult(record["sk"], "ended" if settled else "duplicate", detail=why)])
+            return Outcome(decision, [SlotResult(record.slot, SlotOutcome.ENDED if settled else SlotOutcome.DUPLICATE,
+                                                 detail=why)])
         how = "left" if event.event == "participant_left" else "could not connect"
         result = await self.replace_agent(record, f"agent {identity} {how} ({reason})", event_id, metrics)
         return Outcome(decision, [result])
 
-    async def _slot_of_agent(self, event: WebhookEvent, decision: Decision) -> dict[str, Any] | None:
+    async def _slot_of_agent(self, event: WebhookEvent, decision: Decision) -> SlotRecord | None:
         """The open slot whose current dispatch the leaving agent was, on evidence: the sid it
         joined with, its dispatch-id attribute, or (a join never confirmed, or a worker that
         sets no attribute) the job LiveKit says it is. A reused identity is not evidence."""
         if not event.room.sid:
             return None
         slots = [r for r in (await self.store.load_slots(event.room.sid)).values()
-                 if r.get("status") in (Status.DISPATCHED, Status.JOINED)
-                 and r.get("agent_name") == decision.agent_name]
+                 if r.status in (Status.DISPATCHED, Status.JOINED) and r.agent_name == decision.agent_name]
         sid = event.participant.sid
-        by_sid = next((r for r in slots
-                       if r.get("status") == Status.JOINED and sid and r.get("agent_sid") == sid), None)
+        by_sid = next((r for r in slots if r.status == Status.JOINED and sid and r.agent_sid == sid), None)
         if by_sid is not None:
             return by_sid
         dispatch_id = event.participant.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
@@ -464,12 +464,12 @@ class Pipeline:
                     event.room.name, decision.agent_name, decision.agent_identity) or ""
             except LiveKitRejected:
                 return None
-        match = next((r for r in slots if dispatch_id and r.get("dispatch_id") == dispatch_id), None)
-        if match is not None and match.get("status") == Status.JOINED and match.get("agent_sid") not in ("", None, sid):
+        match = next((r for r in slots if dispatch_id and r.dispatch_id == dispatch_id), None)
+        if match is not None and match.status == Status.JOINED and match.agent_sid not in ("", None, sid):
             return None  # its dispatch, but a later connection of it: that one is what the slot holds now
         return match
 
-    async def replace_agent(self, record: dict[str, Any], why: str, event_id: str, metrics: Metrics) -> SlotResult:
+    async def replace_agent(self, record: SlotRecord, why: str, event_id: str, metrics: Metrics) -> SlotResult:
         """A slot's agent is gone without meaning to go: dispatch it again if the room still wants it.
 
         A room's own agent is wanted for as long as its room session is open, people or
@@ -478,20 +478,20 @@ class Pipeline:
         while anyone is). Bounded by max_dispatch_attempts. Whatever is decided is written
         on the slot, so it never waits on an agent that is gone.
         """
-        planned = planned_from_record(record, trigger="agent_left")
+        planned = record.planned_again(trigger="agent_left")
         slot = planned.slot
         looked_at = self.clock()
         try:
             room = await self.livekit.room(planned.room_name)
             present = [] if room is None else await self.livekit.participants(planned.room_name)
         except LiveKitUnavailable as exc:
-            return SlotResult(slot, "unconfirmed", retry=True, detail=str(exc))
+            return SlotResult(slot, SlotOutcome.UNCONFIRMED, retry=True, detail=str(exc))
         except LiveKitRejected as exc:
-            return SlotResult(slot, "unconfirmed", detail=str(exc))
-        if record.get("agent_sid") and any(p.sid == record["agent_sid"] for p in present):
+            return SlotResult(slot, SlotOutcome.UNCONFIRMED, detail=str(exc))
+        if record.agent_sid and any(p.sid == record.agent_sid for p in present):
             # Look before deleting: the agent the slot holds is in the room now (what said it
             # was gone is older than this look).
-            return SlotResult(slot, "stale", detail=f"{record.get('agent_identity')} is in the room")
+            return SlotResult(slot, SlotOutcome.STALE, detail=f"{record.agent_identity} is in the room")
         if room is None or room.sid != planned.room_sid:
             not_wanted = "the room session is over"
         else:
@@ -500,14 +500,15 @@ class Pipeline:
             # As of the look, not of the write: someone who joined after it is a new presence.
             settled = await self.store.settle(record, Status.ENDED, f"{why}; not dispatched again: {not_wanted}",
                                               as_of=looked_at)
-            return SlotResult(slot, "ended" if settled else "duplicate", detail=f"{why}; {not_wanted}")
+            return SlotResult(slot, SlotOutcome.ENDED if settled else SlotOutcome.DUPLICATE,
+                              detail=f"{why}; {not_wanted}")
         if await self.give_up_if_spent(record, why, metrics):
-            return SlotResult(slot, "failed", detail=f"{why}; no attempts left")
+            return SlotResult(slot, SlotOutcome.FAILED, detail=f"{why}; no attempts left")
         return await self.dispatch_slot(planned, record, event_id, metrics, redispatch=why)
 
-    async def give_up_if_spent(self, record: dict[str, Any], why: str, metrics: Metrics) -> bool:
+    async def give_up_if_spent(self, record: SlotRecord, why: str, metrics: Metrics) -> bool:
         """If the slot has used its max_dispatch_attempts, settle it FAILED with `why` and say so."""
-        attempts = int(record.get("attempts", 1))
+        attempts = record.attempts or 1  # (a record without attempts was never claimed: its first)
         if attempts < self.settings.max_dispatch_attempts:
             return False
         if await self.store.settle(record, Status.FAILED, f"{why}; gave up after {attempts} attempt(s)"):
@@ -537,19 +538,13 @@ class Pipeline:
         """(pk, sk) of the event's record: the one place both the replay check and the record use."""
         return room_pk(event.room.sid or "-", self.project), event_sk(event_id_of(event))
 
-    def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome) -> dict[str, Any]:
+    def _event_record(self, event: WebhookEvent, decision: Decision, outcome: Outcome, source: Source) -> EventRecord:
         participant = event.participant if event.HasField("participant") else None
         pk, sk = self._event_key(event)
-        return {
-            "pk": pk,
-            "sk": sk,
-            "event_id": event_id_of(event),
-            "event_type": event.event,
-            "room_name": event.room.name,
-            "room_sid": event.room.sid,
-            "participant_identity": participant.identity if participant else "",
-            "participant_kind": participant_kind(participant) if participant else "",
-            "event_created_at": int(event.created_at),
-            "decision": decision.summary(),
-            "outcome": outcome.as_dict(),
-        }
+        return EventRecord(
+            pk=pk, sk=sk, event_id=event_id_of(event), event_type=event.event,
+            room_name=event.room.name, room_sid=event.room.sid,
+            participant_identity=participant.identity if participant else "",
+            participant_kind=participant_kind(participant) if participant else "",
+            event_created_at=int(event.created_at),
+            decision=decision.summary(), outcome=outcome.as_dict(), source=source.value)

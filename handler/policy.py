@@ -7,7 +7,6 @@ so every branch is a unit test, and the same decision is what the log records.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -20,7 +19,6 @@ from .settings import Settings
 from .table import dispatch_sk
 from .wire import (
     AGENT_NAME_ATTRIBUTE,
-    JOB_METADATA_KEYS,
     JOB_PARTICIPANT_IDENTITY,
     JOB_ROOM_NAME,
     JOB_ROOM_SID,
@@ -79,23 +77,6 @@ class PlannedDispatch:
         if self.triggered_by:
             data[JOB_PARTICIPANT_IDENTITY] = self.triggered_by
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-def planned_from_record(record: Mapping[str, Any], *, trigger: str) -> PlannedDispatch:
-    """The PlannedDispatch behind a dispatch record, to dispatch its slot again.
-
-    Its rule metadata is the job metadata less what job_metadata() added (JOB_METADATA_KEYS).
-    """
-    try:
-        job = json.loads(record.get("job_metadata") or "{}")
-    except ValueError:
-        job = {}
-    return PlannedDispatch(
-        room_sid=record["room_sid"], room_name=record["room_name"], agent_name=record["agent_name"],
-        rule=Rule(record.get("rule") or Rule.AGENTS), trigger=trigger,
-        participant_identity=record.get("participant_identity", ""),
-        triggered_by=record.get("triggered_by", ""),
-        rule_metadata={k: v for k, v in job.items() if k not in JOB_METADATA_KEYS} if isinstance(job, dict) else {})
 
 
 @dataclass(frozen=True)

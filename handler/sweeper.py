@@ -37,8 +37,9 @@ from livekit.protocol.webhook import WebhookEvent
 from .claims import ClaimError, Status, StoreUnavailable
 from .dispatcher import LiveKitError, slot_of
 from .observability import Metrics
-from .pipeline import Pipeline
-from .policy import planned_from_record
+from .outcomes import SlotOutcome, Source
+from .pipeline import Outcome, Pipeline
+from .records import SlotRecord
 from .wire import DISPATCH_ID_ATTRIBUTE
 
 log = logging.getLogger("switchboard.sweeper")
@@ -50,12 +51,16 @@ class SweepReport:
     details: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def add(self, action: str, record: dict[str, Any] | None = None, detail: str = "") -> None:
+    def add(self, action: str, record: SlotRecord | None = None, detail: str = "", *,
+            room: Room | None = None, room_sid: str = "", slot: str = "") -> None:
+        """One action, on a slot's record, or on a slot of `room` (or of `room_sid`, an earlier
+        session of it) that has none."""
         self.actions[action] += 1
         entry: dict[str, Any] = {"action": action}
         if record:
-            entry.update(room_name=record.get("room_name"), room_sid=record.get("room_sid"),
-                         slot=record.get("sk"), status=record.get("status"))
+            entry.update(room_name=record.room_name, room_sid=record.room_sid, slot=record.slot, status=record.status)
+        elif room is not None:
+            entry.update(room_name=room.name, room_sid=room_sid or room.sid, slot=slot, status=None)
         if detail:
             entry["detail"] = detail
         self.details.append(entry)
@@ -96,7 +101,7 @@ class Sweeper:
                     await self._settle(record, report, metrics, rooms)
                 except (LiveKitError, StoreUnavailable, ClaimError) as exc:
                     # One slot that can't be settled now must not keep the sweep from the rest.
-                    report.errors.append(f"{record.get('sk')} in {record.get('room_name')}: {exc}")
+                    report.errors.append(f"{record.slot} in {record.room_name}: {exc}")
             await self._reconcile(report, rooms, metrics)
         finally:
             metrics.add("SweepErrors", len(report.errors))
@@ -119,66 +124,65 @@ class Sweeper:
 
     # --- 1. settle the work list -------------------------------------------------
 
-    async def _settle(self, record: dict[str, Any], report: SweepReport, metrics: Metrics,
+    async def _settle(self, record: SlotRecord, report: SweepReport, metrics: Metrics,
                       rooms: _LiveRooms) -> None:
         now = self.clock()
-        status = record.get("status")
-        attempts = int(record.get("attempts", 1))
-        if status == Status.CLAIMED and record.get("lease_expires_at", 0) > now:
+        status = record.status
+        attempts = record.attempts or 1  # (a record without attempts was never claimed: its first)
+        if status == Status.CLAIMED and record.lease_expires_at > now:
             return report.add("claim_in_progress", record)
-        if status == Status.FAILED and now < _parse(record.get("failed_at")) + self._wait(attempts):
+        if status == Status.FAILED and now < _parse(record.failed_at) + self._wait(attempts):
             return report.add("backing_off", record)
-        if status == Status.DISPATCHED and now < _parse(record.get("dispatched_at")) + self._wait(attempts):
+        if status == Status.DISPATCHED and now < _parse(record.dispatched_at) + self._wait(attempts):
             return report.add("awaiting_join", record)
         if status not in (Status.CLAIMED, Status.FAILED, Status.DISPATCHED):
             return
 
         # Whatever is done next is done in the slot's own room session, or not at all: a
         # room name used again must never get an earlier session's agent.
-        room = await rooms.named(record["room_name"])
-        if room is None or room.sid != record["room_sid"]:
+        room = await rooms.named(record.room_name)
+        if room is None or room.sid != record.room_sid:
             # The list is from the start of the sweep; a session that started since is in no list.
-            room = await self.livekit.room(record["room_name"])
-        if room is None or room.sid != record["room_sid"]:
-            ended = await self.store.end_room(record["room_sid"], "the room session is over")
+            room = await self.livekit.room(record.room_name)
+        if room is None or room.sid != record.room_sid:
+            ended = await self.store.end_room(record.room_sid, "the room session is over")
             return report.add("room_gone", record, f"room session over; {ended} dispatch(es) ended")
         if status in (Status.CLAIMED, Status.FAILED):
             return await self._dispatch_again(record, report, metrics, redispatch=None)
 
-        dispatch = next((d for d in await self.livekit.list(record["room_name"])
-                         if d.id == record.get("dispatch_id")), None)
+        dispatch = next((d for d in await self.livekit.list(record.room_name) if d.id == record.dispatch_id), None)
         jobs = list(dispatch.state.jobs) if dispatch else []
         # The job's agent, if it is in the room: by identity, which workers reuse, so only a
         # participant whose dispatch-id attribute (when it has one) names this dispatch.
-        present = {p.identity: p.sid for p in await self.livekit.participants(record["room_name"])
-                   if p.attributes.get(DISPATCH_ID_ATTRIBUTE, record["dispatch_id"]) == record["dispatch_id"]}
+        present = {p.identity: p.sid for p in await self.livekit.participants(record.room_name)
+                   if p.attributes.get(DISPATCH_ID_ATTRIBUTE, record.dispatch_id) == record.dispatch_id}
         joined = next((j.state.participant_identity for j in jobs if j.state.participant_identity in present), "")
         if joined:
-            await self.store.mark_joined(record["room_sid"], record["sk"], joined, record["dispatch_id"],
-                                         present[joined])
+            await self.store.mark_joined(record.room_sid, record.slot, joined, record.dispatch_id, present[joined])
             return report.add("joined", record, f"{joined} is in the room; its join webhook was missed")
 
-        seen = None if jobs else await self._last_join(record.get("agent_name", ""))
+        seen = None if jobs else await self._last_join(record.agent_name)
         why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds, seen)
         if await self.pipeline.give_up_if_spent(record, why, metrics):
             return report.add("failed", record, why)
         await self._dispatch_again(record, report, metrics, redispatch=why)
 
-    async def _dispatch_again(self, record: dict[str, Any], report: SweepReport, metrics: Metrics,
+    async def _dispatch_again(self, record: SlotRecord, report: SweepReport, metrics: Metrics,
                               redispatch: str | None) -> None:
-        planned = planned_from_record(record, trigger="sweep")
+        planned = record.planned_again(trigger="sweep")
         result = await self.pipeline.dispatch_slot(planned, record, f"sweep-{int(self.clock())}", metrics,
                                                    redispatch=redispatch)
-        report.add(result.result, record, redispatch or result.detail)
+        report.add(result.result.value, record, redispatch or result.detail)
 
-    async def _last_join(self, agent_name: str) -> dict[str, Any] | None:
+    async def _last_join(self, agent_name: str) -> SlotRecord | None:
         """The latest slot of `agent_name` whose agent joined, in the last hour: proof a worker was there.
 
         LiveKit can't tell: a dispatch shows no job alike when no worker of the name is
         registered, when the worker refused it, and when it did not answer in time.
         """
         records = await self.store.query_log(agent=agent_name, since=self.clock() - 3600, limit=50)
-        return max((r for r in records if r.get("joined_at")), key=lambda r: r["joined_at"], default=None)
+        return max((r for r in records if isinstance(r, SlotRecord) and r.joined_at), key=lambda r: r.joined_at,
+                   default=None)
 
     def _wait(self, attempts: int) -> float:
         return float(self.settings.confirm_deadline_seconds * 2 ** max(0, attempts - 1))
@@ -223,24 +227,22 @@ class Sweeper:
                 if room_sid == room.sid:
                     continue  # a slot we have no record of: another deployment's, perhaps
                 why = f"it was made for an earlier session of the room ({room_sid})"
-            elif record.get("status") == Status.CLAIMED or (
-                    record.get("status") == Status.FAILED and record.get("retryable")):
+            elif record.being_claimed:
                 continue
-            elif record.get("status") in (Status.DISPATCHED, Status.JOINED):
-                if record.get("dispatch_id") == dispatch.id:
+            elif record.status in (Status.DISPATCHED, Status.JOINED):
+                if record.dispatch_id == dispatch.id:
                     continue
-                why = f"the slot's dispatch is {record.get('dispatch_id')}"
+                why = f"the slot's dispatch is {record.dispatch_id}"
             else:
-                why = f"the slot is {record.get('status')}"
+                why = f"the slot is {record.status}"
             await self.livekit.delete(dispatch.id, room.name)
             if record is not None:
                 await self.store.note_orphan(record, dispatch.id, why)
-            report.add("orphan_deleted", record or {"room_name": room.name, "room_sid": room_sid, "sk": slot},
-                       f"{dispatch.id}: {why}")
+            report.add("orphan_deleted", record, f"{dispatch.id}: {why}", room=room, room_sid=room_sid, slot=slot)
 
     async def _reconcile_room(self, room: Room, report: SweepReport, metrics: Metrics) -> None:
         outcome = await self.pipeline.handle(
-            WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source="sweep")
+            WebhookEvent(event="room_started", id=f"SWEEP_{room.sid}", room=room), source=Source.SWEEP)
         _count(report, outcome, room)
         looked_at = self.clock()
         participants = await self.livekit.participants(room.name)
@@ -249,7 +251,7 @@ class Sweeper:
                 continue
             outcome = await self.pipeline.handle(WebhookEvent(
                 event="participant_joined", id=f"SWEEP_{room.sid}_{participant.sid}", room=room,
-                participant=participant), source="sweep")
+                participant=participant), source=Source.SWEEP)
             _count(report, outcome, room)
         await self._find_missing_agents(room, participants, looked_at, report, metrics)
 
@@ -259,25 +261,24 @@ class Sweeper:
         # under the same identity is not this one.
         present = {p.sid for p in participants} | {f"identity:{p.identity}" for p in participants}
         for record in (await self.store.load_slots(room.sid)).values():
-            if record.get("status") != Status.JOINED or _parse(record.get("joined_at")) >= looked_at:
+            if record.status != Status.JOINED or _parse(record.joined_at) >= looked_at:
                 continue  # (a join newer than the list of participants is not missing from it)
-            seen = record.get("agent_sid") or f"identity:{record.get('agent_identity')}"
+            seen = record.agent_sid or f"identity:{record.agent_identity}"
             if seen in present:
-                if "missing_since" in record:  # back (or only slow to be listed): start over
+                if record.missing_since is not None:  # back (or only slow to be listed): start over
                     await self.store.mark_missing(record, seen_missing=False)
                 continue
             noted = await self.store.mark_missing(record, seen_missing=True)
             if noted is None:
                 continue  # moved on since it was read: its webhook got there first
-            missing_for = self.clock() - float(noted["missing_since"])
+            missing_for = self.clock() - float(noted.missing_since or 0)
             if missing_for < self.settings.missing_agent_grace_seconds:
-                report.add("agent_missing", noted,
-                           f"{noted.get('agent_identity')} not in the room for {missing_for:.0f} s")
+                report.add("agent_missing", noted, f"{noted.agent_identity} not in the room for {missing_for:.0f} s")
                 continue
             result = await self.pipeline.replace_agent(
-                noted, f"agent {noted.get('agent_identity')} left the room and its participant_left webhook "
+                noted, f"agent {noted.agent_identity} left the room and its participant_left webhook "
                        f"never came", f"sweep-{int(self.clock())}", metrics)
-            report.add(f"missing_agent_{result.result}", noted, result.detail)
+            report.add(f"missing_agent_{result.result.value}", noted, result.detail)
 
 
 class _LiveRooms:
@@ -300,16 +301,15 @@ class _LiveRooms:
         return self._rooms.get(room_name)
 
 
-def _count(report: SweepReport, outcome: Any, room: Room) -> None:
+def _count(report: SweepReport, outcome: Outcome, room: Room) -> None:
     for slot in outcome.slots:
-        if slot.result in ("dispatched", "adopted", "rejected") or slot.retry:
-            report.add(f"reconciled_{slot.result}", {"room_name": room.name, "room_sid": room.sid, "sk": slot.slot},
-                       slot.detail)
+        if slot.result in (SlotOutcome.DISPATCHED, SlotOutcome.ADOPTED, SlotOutcome.REJECTED) or slot.retry:
+            report.add(f"reconciled_{slot.result.value}", None, slot.detail, room=room, slot=slot.slot)
 
 
-def _why_not_joined(record: dict[str, Any], jobs: list[Any], deadline: float,
-                    last_join: dict[str, Any] | None = None) -> str:
-    agent = record.get("agent_name", "")
+def _why_not_joined(record: SlotRecord, jobs: list[Any], deadline: float,
+                    last_join: SlotRecord | None = None) -> str:
+    agent = record.agent_name
     if not jobs:
         # LiveKit shows the same dispatch with no job whether no worker of the name is
         # registered, the worker turned the job down, or it did not answer within LiveKit's
@@ -317,18 +317,18 @@ def _why_not_joined(record: dict[str, Any], jobs: list[Any], deadline: float,
         if last_join is None:
             return (f"no worker registered for agent_name {agent}, or none took the job in time "
                     f"(LiveKit assigned no job; no {agent} agent joined any room in the last hour)")
-        when = "after" if last_join["joined_at"] >= record.get("dispatched_at", "") else "before"
+        when = "after" if last_join.joined_at >= record.dispatched_at else "before"
         return (f"the {agent} worker refused the job or did not answer in time: at capacity, or stalled "
                 f"(LiveKit assigned no job; a {agent} worker was registered: agent "
-                f"{last_join.get('agent_identity', '?')} joined room {last_join.get('room_name', '?')} "
-                f"at {last_join['joined_at']}, {when} this dispatch)")
+                f"{last_join.agent_identity or '?'} joined room {last_join.room_name or '?'} "
+                f"at {last_join.joined_at}, {when} this dispatch)")
     errors = [j.state.error for j in jobs if j.state.error]
     if errors:
         return f"the {agent} job failed: {errors[-1]}"
     return f"the {agent} agent did not join within {deadline:g} s of its dispatch"
 
 
-def _parse(timestamp: str | None) -> float:
+def _parse(timestamp: str) -> float:
     if not timestamp:
         return 0.0
     from datetime import datetime

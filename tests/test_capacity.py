@@ -62,7 +62,7 @@ async def settled(pipeline, rooms: dict[str, str], since: float) -> list[dict]:
     async def records() -> list[dict] | None:
         nonlocal last
         try:  # a read DynamoDB Local times out on a loaded machine is read again
-            last = [r for r in await pipeline.store.query_log(since=since, limit=10_000) if r["room_name"] in rooms]
+            last = [r.stored for r in await pipeline.store.query_log(since=since, limit=10_000) if r.room_name in rooms]
         except StoreUnavailable:
             return None
         return last if len(last) == len(rooms) * len(ROLES) and {r["status"] for r in last} == {"JOINED"} else None

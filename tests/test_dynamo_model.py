@@ -18,8 +18,10 @@ import pytest
 
 import handler.dynamo as dynamo
 from handler.claims import Claim, ClaimError, Status
+from handler.codec import from_item
 from handler.dynamo import DynamoStore, dynamodb_client
 from handler.policy import PlannedDispatch, Rule
+from handler.records import EventRecord, SlotRecord
 from handler.settings import Settings
 from handler.table import create_table_request
 from tests.explorer.dynamo_model import DynamoModel
@@ -59,6 +61,9 @@ def plans(rng: random.Random, sids: list[str], clock: Clock) -> PlannedDispatch:
 
 
 def shown(value: Any) -> Any:
+    if isinstance(value, (SlotRecord, EventRecord)):
+        # Every attribute as read, not only the typed fields: the answers are compared whole.
+        return (type(value).__name__, shown(dict(value.stored)))
     if isinstance(value, Claim):
         return ("claim", value.owner, value.attempt, value.takeover, value.previous_dispatch_id, value.last_chance)
     if isinstance(value, dict):
@@ -80,7 +85,7 @@ async def everything(client: Any, table: str) -> list[dict[str, Any]]:
         items = list(client.tables[table]["items"].values())
     else:
         items = (await client.scan(TableName=table, ConsistentRead=True))["Items"]
-    return sorted((dynamo.from_item(i) for i in items), key=lambda r: (r["pk"], r["sk"]))
+    return sorted((from_item(i) for i in items), key=lambda r: (r["pk"], r["sk"]))
 
 
 async def run_both(seed: int, real: Any, monkeypatch) -> None:
@@ -120,7 +125,7 @@ async def run_both(seed: int, real: Any, monkeypatch) -> None:
                         await call(store, "mark_failed", claim, "LiveKit down", retryable=pick < 0.5)
                 elif op == "joined" and record:
                     answer = await call(store, "mark_joined", planned.room_sid, planned.slot, "agent-x",
-                                        record.get("dispatch_id", "") if pick < 0.7 else "AD_other", "PA_9")
+                                        record.dispatch_id if pick < 0.7 else "AD_other", "PA_9")
                 elif op == "settle" and record:
                     answer = await call(store, "settle", record, Status.ENDED if pick < 0.5 else Status.FAILED, "why")
                 elif op == "end":
@@ -132,10 +137,9 @@ async def run_both(seed: int, real: Any, monkeypatch) -> None:
                 elif op == "orphan" and record:
                     answer = await call(store, "note_orphan", record, f"AD_{step}", "not the slot's")
                 elif op == "event":
-                    answer = await call(store, "record_event", {"pk": f"ROOM#{planned.room_sid}", "sk": f"EVENT#{step % 3}",
-                                                                "event_id": f"EV_{step % 3}", "room_name": planned.room_name,
-                                                                "event_type": "room_started", "received_at": clock.now,
-                                                                "answered": pick < 0.5})
+                    event = EventRecord(pk=f"ROOM#{planned.room_sid}", sk=f"EVENT#{step % 3}", event_id=f"EV_{step % 3}",
+                                        room_name=planned.room_name, event_type="room_started")
+                    answer = await call(store, "record_event", event, received_at=clock.now, answered=pick < 0.5)
                 elif op == "replay":
                     answer = await call(store, "replay_event", f"ROOM#{planned.room_sid}", f"EVENT#{step % 3}")
                 elif op == "pending":

@@ -8,6 +8,8 @@ themselves are real). And the same through the running handler over HTTP.
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from livekit.protocol.webhook import WebhookEvent
 from handler.dynamo import DynamoStore
 from handler.events import EVENT_TYPES, MATTERING_EVENTS, Relevance
 from handler.pipeline import Pipeline
+from handler.records import EventRecord
 from handler.settings import Settings
 from handler.table import event_sk, room_pk
 from tests.livekit_helpers import lk_api, named_dispatches
@@ -127,15 +130,14 @@ async def test_a_delivery_first_answered_503_is_handled_again_not_replayed(pipe,
 async def test_a_retry_on_record_never_overwrites_the_answer_that_stands(pipe, room):
     """Two deliveries handled at once: the 200 is recorded first, the other's 503 after it."""
     store = pipe.store.inner
-    record = {"pk": room_pk(room.sid), "sk": event_sk("EV_both"), "event_id": "EV_both",
-              "event_type": "room_started", "room_name": room.name, "decision": {"action": "dispatch"}}
-    assert await store.replay_event(record["pk"], record["sk"]) is None
-    await store.record_event(record | {"outcome": {"retry": False, "slots": [{"slot": "DISPATCH#driver",
-                                                                             "result": "dispatched"}]},
-                                       "answered": True})
-    await store.record_event(record | {"outcome": {"retry": True}, "answered": False})
-    replay = await store.replay_event(record["pk"], record["sk"])
-    assert replay["outcome"]["slots"][0]["result"] == "dispatched" and replay["deliveries"] == 2
+    record = EventRecord(pk=room_pk(room.sid), sk=event_sk("EV_both"), event_id="EV_both",
+                         event_type="room_started", room_name=room.name, decision={"action": "dispatch"})
+    assert await store.replay_event(record.pk, record.sk) is None
+    answered = replace(record, outcome={"retry": False, "slots": [{"slot": "DISPATCH#driver", "result": "dispatched"}]})
+    await store.record_event(answered, received_at=time.time(), answered=True)
+    await store.record_event(replace(record, outcome={"retry": True}), received_at=time.time(), answered=False)
+    replay = await store.replay_event(record.pk, record.sk)
+    assert replay.outcome["slots"][0]["result"] == "dispatched" and replay.deliveries == 2
 
 
 async def test_over_http_an_ignored_event_leaves_no_record_and_a_redelivery_replays(local_stack, aws, room):

@@ -154,7 +154,7 @@ async def fill_check_and_end(pipeline: Pipeline, lk: api.LiveKitAPI, workers, ro
 
     while waiting:
         slots = defaultdict(list)
-        for record in await pipeline.store.query_log(since=since, limit=100_000):
+        for record in (r.stored for r in await pipeline.store.query_log(since=since, limit=100_000)):
             if record["room_name"] in waiting:
                 slots[record["room_name"]].append(record)
         full = {name: rs for name, rs in slots.items()
@@ -194,13 +194,13 @@ async def check_exactly_once(pipeline: Pipeline, lk: api.LiveKitAPI, aws, worker
     per_slot = Counter((r["room_name"], r["agent_name"]) for r in records)
     assert set(per_slot.values()) == {1} and len(per_slot) == ROOMS * len(AGENTS)
     assert all(r["agent_identity"] and r["joined_at"] for r in records)
-    assert not [r for r in await pipeline.store.pending() if r["room_name"].startswith(prefix)]
+    assert not [r for r in await pipeline.store.pending() if r.room_name.startswith(prefix)]
 
     # What LiveKit's own webhooks said. Each room had one agent per name joined, and a
     # further one only for a dispatch Switchboard made again (an agent that never came,
     # or that dropped out), each after deleting the one before, which ends its job and
     # removes its agent. So no room saw more agents than dispatches.
-    events = await pipeline.store.query_log(since=since, record_type="event", limit=1_000_000)
+    events = [e.stored for e in await pipeline.store.query_log(since=since, record_type="event", limit=1_000_000)]
     agents_joined = defaultdict(set)
     for e in events:
         if (e["room_name"].startswith(prefix) and e["event_type"] == "participant_joined"

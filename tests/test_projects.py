@@ -319,7 +319,8 @@ async def test_the_same_room_sid_in_two_projects_is_two_rooms_and_the_default_ke
     """On DynamoDB Local, the store alone. The default project's keys are those of the code before
     projects (pk ROOM#<sid>, no project attribute), so a table written by it is read as it was."""
     from handler.claims import Status
-    from handler.dynamo import DynamoStore, to_item
+    from handler.codec import to_item
+    from handler.dynamo import DynamoStore
     from handler.policy import PlannedDispatch, Rule
     from handler.settings import Settings
     from handler.table import room_pk
@@ -340,7 +341,7 @@ async def test_the_same_room_sid_in_two_projects_is_two_rooms_and_the_default_ke
         for store, dispatch in ((alpha, "AD_alpha"), (beta, "AD_beta")):
             claim = await store.claim(planned, "EV_1", None)  # the same sid: each project's own, fresh slot
             await store.mark_dispatched(claim, dispatch)
-        slots = {name: (await s.load_slots(sid))["DISPATCH#driver"]
+        slots = {name: (await s.load_slots(sid))["DISPATCH#driver"].stored
                  for name, s in (("default", default), ("alpha", alpha), ("beta", beta))}
         assert {n: r["dispatch_id"] for n, r in slots.items()} == {
             "default": "AD_old", "alpha": "AD_alpha", "beta": "AD_beta"}
@@ -348,17 +349,17 @@ async def test_the_same_room_sid_in_two_projects_is_two_rooms_and_the_default_ke
         assert "project" not in slots["default"]
         # One project's room ending touches no other project's slot of that sid.
         assert await beta.end_room(sid) == 1
-        assert (await alpha.load_slots(sid))["DISPATCH#driver"]["status"] == Status.DISPATCHED
-        assert (await default.load_slots(sid))["DISPATCH#driver"]["status"] == Status.DISPATCHED
+        assert (await alpha.load_slots(sid))["DISPATCH#driver"].status == Status.DISPATCHED
+        assert (await default.load_slots(sid))["DISPATCH#driver"].status == Status.DISPATCHED
         # The shared indexes are read per project; a store of every project (the CLI's) sees all three.
         since = 0.0
-        assert [r["dispatch_id"] for r in await default.room_timeline(room, since)] == ["AD_old"]
-        assert [r["dispatch_id"] for r in await alpha.query_log(room=room, since=since)] == ["AD_alpha"]
-        assert sorted(r["dispatch_id"] for r in await default.for_project(None).query_log(room=room, since=since)) \
+        assert [r.stored["dispatch_id"] for r in await default.room_timeline(room, since)] == ["AD_old"]
+        assert [r.dispatch_id for r in await alpha.query_log(room=room, since=since)] == ["AD_alpha"]
+        assert sorted(r.dispatch_id for r in await default.for_project(None).query_log(room=room, since=since)) \
             == ["AD_alpha", "AD_beta", "AD_old"]
-        assert {r["sk"] for r in await alpha.pending(2) if r.get("room_sid") == sid} == {"DISPATCH#driver"}
-        assert all(r.get("project") == "alpha" for r in await alpha.pending(2))
-        assert all("project" not in r for r in await default.pending(2))
+        assert {r.sk for r in await alpha.pending(2) if r.room_sid == sid} == {"DISPATCH#driver"}
+        assert all(r.project == "alpha" for r in await alpha.pending(2))
+        assert all("project" not in r.stored for r in await default.pending(2))
     # And the CLI: --project default reads the old record, as it always read it.
     done = await run_cli(aws, "logs", "--json", "--room", room, "--project", "default", "--since", "400d")
     assert done.returncode == 0, done.stderr

@@ -28,6 +28,7 @@ from handler.dynamo import DynamoStore
 from handler.observability import Metrics
 from handler.pipeline import Pipeline, open_pipeline
 from handler.policy import PlannedDispatch, Rule
+from handler.records import SlotRecord
 from handler.settings import Settings
 from handler.sweeper import Sweeper
 from tests.livekit_helpers import eventually, lk_api, named_dispatches
@@ -110,8 +111,8 @@ def agent(identity: str, dispatch_id: str = "", name: str = "translator", sid: s
     return who | ({"sid": sid} if sid else {})
 
 
-async def slot(store: Any, room: LiveRoom, key: str = "DISPATCH#translator") -> dict[str, Any]:
-    return (await store.load_slots(room.sid)).get(key, {})
+async def slot(store: Any, room: LiveRoom, key: str = "DISPATCH#translator") -> SlotRecord | None:
+    return (await store.load_slots(room.sid)).get(key)
 
 
 def results(outcome: Any) -> list[str]:
@@ -126,12 +127,12 @@ async def test_a_redelivered_agent_leave_never_acts_on_its_replacement(local_sta
     identities); LiveKit then re-sends D1's leave. Before: D2 was deleted and replaced by D3."""
     async with live_room(local_stack, ROOM_AGENT) as room, pipeline() as pipe:
         await pipe.handle(room.started())
-        d1 = (await slot(pipe.store, room))["dispatch_id"]
+        d1 = (await slot(pipe.store, room)).dispatch_id
         first = agent("translator", d1)
         await pipe.handle(room.joined(first))
         leave = room.left(first)
         assert results(await pipe.handle(leave)) == ["redispatched"]
-        d2 = (await slot(pipe.store, room))["dispatch_id"]
+        d2 = (await slot(pipe.store, room)).dispatch_id
         assert d2 != d1
         await pipe.handle(room.joined(agent("translator", d2)))
 
@@ -142,8 +143,8 @@ async def test_a_redelivered_agent_leave_never_acts_on_its_replacement(local_sta
         stripped = await pipe.handle(room.left(bare))
 
         record = await slot(pipe.store, room)
-        assert record["status"] == Status.JOINED and record["dispatch_id"] == d2, (again, stripped)
-        assert record["attempts"] == 2
+        assert record.status == Status.JOINED and record.dispatch_id == d2, (again, stripped)
+        assert record.attempts == 2
         assert [d.id for d in await room.dispatches()] == [d2]
 
 
@@ -155,7 +156,7 @@ async def test_a_leave_of_an_agent_still_connected_is_stale_and_removes_nothing(
             await pipe.handle(room.started())
             joined = await eventually(lambda: _joined(pipe.store, room, "DISPATCH#stayer"), timeout=60)
             [present] = [p for p in (await room.lk.room.list_participants(
-                api.ListParticipantsRequest(room=room.name))).participants if p.identity == joined["agent_identity"]]
+                api.ListParticipantsRequest(room=room.name))).participants if p.identity == joined.agent_identity]
             stale = WebhookEvent(event="participant_left", id=f"EV_{uuid.uuid4().hex[:8]}", room=room.info)
             stale.participant.CopyFrom(present)
             stale.participant.disconnect_reason = 1  # CLIENT_INITIATED
@@ -163,15 +164,15 @@ async def test_a_leave_of_an_agent_still_connected_is_stale_and_removes_nothing(
             outcome = await pipe.handle(stale)
 
             record = await slot(pipe.store, room, "DISPATCH#stayer")
-            assert record["status"] == Status.JOINED and record["dispatch_id"] == joined["dispatch_id"], outcome
-            assert [d.id for d in await room.dispatches("stayer")] == [joined["dispatch_id"]]
+            assert record.status == Status.JOINED and record.dispatch_id == joined.dispatch_id, outcome
+            assert [d.id for d in await room.dispatches("stayer")] == [joined.dispatch_id]
     finally:
         worker.stop()
 
 
-async def _joined(store: Any, room: LiveRoom, key: str) -> dict[str, Any] | None:
+async def _joined(store: Any, room: LiveRoom, key: str) -> SlotRecord | None:
     record = await slot(store, room, key)
-    return record if record.get("status") == Status.JOINED else None
+    return record if record is not None and record.status == Status.JOINED else None
 
 
 # --- 2. a CreateDispatch whose answer came too late -------------------------------------
@@ -193,7 +194,7 @@ async def test_an_owner_that_lost_its_lease_while_creating_deletes_its_own_dispa
 
         record = await slot(fast.store, room)
         assert results(outcome) == ["lease_lost"]
-        assert [d.id for d in await room.dispatches()] == [record["dispatch_id"]]
+        assert [d.id for d in await room.dispatches()] == [record.dispatch_id]
 
 
 async def test_the_sweeper_collects_a_dispatch_that_is_not_its_slots(local_stack, env):
@@ -209,8 +210,8 @@ async def test_the_sweeper_collects_a_dispatch_that_is_not_its_slots(local_stack
 
         await Sweeper(pipe).sweep()
 
-        assert [d.id for d in await room.dispatches()] == [record["dispatch_id"]]
-        assert stray in json.dumps(await slot(pipe.store, room))
+        assert [d.id for d in await room.dispatches()] == [record.dispatch_id]
+        assert stray in json.dumps(dict((await slot(pipe.store, room)).stored))
 
 
 # --- 3. a room name used again ----------------------------------------------------------
@@ -222,16 +223,16 @@ async def test_a_failed_slot_of_an_ended_session_is_never_dispatched_into_the_ne
     async with pipeline(livekit_url="http://127.0.0.1:9") as unreachable, pipeline() as pipe:
         async with live_room(local_stack, ROOM_AGENT, name) as old:
             outcome = await unreachable.handle(old.started())
-            assert outcome.retry and (await slot(pipe.store, old))["status"] == Status.FAILED
+            assert outcome.retry and (await slot(pipe.store, old)).status == Status.FAILED
             if room_finished == "delivered":
                 await pipe.handle(old.finished())
-                assert (await slot(pipe.store, old))["status"] == Status.ENDED
+                assert (await slot(pipe.store, old)).status == Status.ENDED
         async with live_room(local_stack, {"agents": [{"name": "driver"}]}, name) as new:
             assert new.sid != old.sid
             await asyncio.sleep(0.5)  # past the failed slot's back-off
             await Sweeper(pipe).sweep()
             assert await new.dispatches("translator") == []
-            assert (await slot(pipe.store, old))["status"] == Status.ENDED
+            assert (await slot(pipe.store, old)).status == Status.ENDED
 
 
 # --- 4. a caller who comes back ----------------------------------------------------------
@@ -241,29 +242,29 @@ async def test_a_caller_who_comes_back_gets_their_agent_again(local_stack, env):
     async with live_room(local_stack, PER_CALLER) as room, pipeline() as pipe:
         key = "DISPATCH#translator#P#alice"
         await pipe.handle(room.joined(participant("alice")))
-        d1 = (await slot(pipe.store, room, key))["dispatch_id"]
+        d1 = (await slot(pipe.store, room, key)).dispatch_id
         helper = agent("translator-alice", d1)
         await pipe.handle(room.joined(helper))
         # Alice hangs up (nobody is in the real room); her translator leaves after her: ENDED.
         await pipe.handle(room.left(helper, "CLIENT_INITIATED"))
-        assert (await slot(pipe.store, room, key))["status"] == Status.ENDED
+        assert (await slot(pipe.store, room, key)).status == Status.ENDED
 
         again = room.joined(participant("alice"))  # a new call: a new participant sid
         outcome = await pipe.handle(again)
         record = await slot(pipe.store, room, key)
-        assert results(outcome) == ["dispatched"] and record["status"] == Status.DISPATCHED, outcome
-        assert record["dispatch_id"] != d1
+        assert results(outcome) == ["dispatched"] and record.status == Status.DISPATCHED, outcome
+        assert record.dispatch_id != d1
         # The same join delivered again is answered from its record: the first answer, nothing done.
         replayed = await pipe.handle(again)
         assert replayed.replay is not None and replayed.answer()["outcome"] == outcome.answer()["outcome"] | {
             "replayed": True}
-        assert (await slot(pipe.store, room, key))["dispatch_id"] == record["dispatch_id"]
+        assert (await slot(pipe.store, room, key)).dispatch_id == record.dispatch_id
 
 
 async def test_the_room_cap_counts_agents_in_the_room_not_every_slot_ever(local_stack, env):
     async with live_room(local_stack, PER_CALLER) as room, pipeline(max_agents_per_room=2) as pipe:
         await pipe.handle(room.joined(participant("alice")))
-        d1 = (await slot(pipe.store, room, "DISPATCH#translator#P#alice"))["dispatch_id"]
+        d1 = (await slot(pipe.store, room, "DISPATCH#translator#P#alice")).dispatch_id
         helper = agent("translator-alice", d1)
         await pipe.handle(room.joined(helper))
         await pipe.handle(room.left(helper, "CLIENT_INITIATED"))  # alice is gone: her slot ends
@@ -281,21 +282,21 @@ async def test_an_agent_without_evidence_never_confirms_a_slot_by_name_alone(loc
     async with live_room(local_stack, ROOM_AGENT) as room, pipeline() as pipe:
         await pipe.handle(room.started())
         outcome = await pipe.handle(room.joined(agent("stranger")))
-        assert (await slot(pipe.store, room))["status"] == Status.DISPATCHED, outcome
+        assert (await slot(pipe.store, room)).status == Status.DISPATCHED, outcome
 
 
 async def test_a_late_join_of_a_replaced_dispatch_is_not_confirmed_onto_its_successor(local_stack, env):
     async with live_room(local_stack, ROOM_AGENT) as room, pipeline() as pipe:
         await pipe.handle(room.started())
-        d1 = (await slot(pipe.store, room))["dispatch_id"]
+        d1 = (await slot(pipe.store, room)).dispatch_id
         record = await slot(pipe.store, room)
         await pipe.dispatch_slot(_planned(room), record, "EV_sweep", Metrics(), redispatch="did not join")
-        d2 = (await slot(pipe.store, room))["dispatch_id"]
+        d2 = (await slot(pipe.store, room)).dispatch_id
         # D1's agent was read as DISPATCHED before the re-dispatch and writes its join now.
         late = agent("translator", d1)
         assert await pipe.store.mark_joined(room.sid, "DISPATCH#translator", late["identity"], d1) is False
-        assert (await slot(pipe.store, room))["status"] == Status.DISPATCHED
-        assert (await slot(pipe.store, room))["dispatch_id"] == d2
+        assert (await slot(pipe.store, room)).status == Status.DISPATCHED
+        assert (await slot(pipe.store, room)).dispatch_id == d2
 
 
 def _planned(room: LiveRoom) -> PlannedDispatch:
@@ -312,7 +313,7 @@ async def test_a_sweeper_whose_key_livekit_refuses_ends_nothing_and_says_so(loca
         await asyncio.sleep(0.5)  # past the confirm deadline
         async with pipeline(livekit_api_secret="a-rotated-secret-livekit-does-not-know-yet") as stale_key:
             report = await Sweeper(stale_key).sweep()
-        assert (await slot(pipe.store, room))["status"] == Status.DISPATCHED
+        assert (await slot(pipe.store, room)).status == Status.DISPATCHED
         assert any("401" in error or "unauthenticated" in error.lower() for error in report.errors), report.errors
 
 
@@ -342,7 +343,7 @@ async def test_a_write_that_botocore_retried_after_it_applied_is_not_a_lost_leas
         slow_answer_once(faults)
         await store.mark_dispatched(claim, "AD_once")  # the first try applied; its retry finds it done
         record = await slot(pipe.store, room)
-        assert record["status"] == Status.DISPATCHED and record["dispatch_id"] == "AD_once"
+        assert record.status == Status.DISPATCHED and record.dispatch_id == "AD_once"
 
 
 async def test_a_takeover_that_botocore_retried_after_it_applied_is_ours(local_stack, env, faults, monkeypatch):
@@ -353,7 +354,7 @@ async def test_a_takeover_that_botocore_retried_after_it_applied_is_ours(local_s
         slow_answer_once(faults)
         claim = await store.claim(_planned(room), "EV_2", await slot(pipe.store, room))
         record = await slot(pipe.store, room)
-        assert record["owner"] == claim.owner and record["attempts"] == 2
+        assert record.owner == claim.owner and record.attempts == 2
 
 
 # --- one webhook, one budget; siblings finish before the answer ----------------------------
@@ -406,7 +407,7 @@ async def test_a_slot_that_fails_never_cuts_its_siblings_short(local_stack, env)
             with pytest.raises(StoreUnavailable):
                 await pipe.handle(room.started())
             # By the time the webhook is answered 503, the sibling's dispatch is on record.
-            assert (await slot(store, room))["status"] == Status.DISPATCHED
+            assert (await slot(store, room)).status == Status.DISPATCHED
 
 
 async def test_a_delete_livekit_refuses_is_an_error_a_delete_of_what_is_gone_is_not(local_stack, env):

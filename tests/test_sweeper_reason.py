@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from handler.records import SlotRecord, Status
 from handler.sweeper import _why_not_joined
 
-RECORD = {"agent_name": "driver", "dispatched_at": "2026-12-01T09:00:00.000Z"}
+RECORD = SlotRecord(pk="ROOM#RM_a", sk="DISPATCH#driver", status=Status.DISPATCHED, agent_name="driver",
+                    dispatched_at="2026-12-01T09:00:00.000Z")
+
+
+def joined(**fields: str) -> SlotRecord:
+    return SlotRecord(pk="ROOM#RM_b", sk="DISPATCH#driver", status=Status.JOINED, **fields)
 
 
 def test_no_job_and_no_agent_of_the_name_ever_seen():
@@ -21,7 +27,7 @@ def test_no_job_and_no_agent_of_the_name_ever_seen():
 
 
 def test_no_job_while_a_worker_of_the_name_takes_jobs_is_a_refusal_or_a_timeout():
-    seen = {"agent_identity": "driver", "room_name": "other", "joined_at": "2026-12-01T09:00:02.000Z"}
+    seen = joined(agent_identity="driver", room_name="other", joined_at="2026-12-01T09:00:02.000Z")
     why = _why_not_joined(RECORD, [], 15, seen)
     assert why.startswith("the driver worker refused the job or did not answer in time: at capacity, or stalled")
     assert "joined room other at 2026-12-01T09:00:02.000Z, after this dispatch" in why
@@ -29,7 +35,7 @@ def test_no_job_while_a_worker_of_the_name_takes_jobs_is_a_refusal_or_a_timeout(
 
 
 def test_a_worker_seen_before_the_dispatch_is_named_as_such():
-    seen = {"agent_identity": "driver", "room_name": "earlier", "joined_at": "2026-12-01T08:59:00.000Z"}
+    seen = joined(agent_identity="driver", room_name="earlier", joined_at="2026-12-01T08:59:00.000Z")
     assert "before this dispatch" in _why_not_joined(RECORD, [], 15, seen)
 
 

@@ -238,20 +238,41 @@ def dynamo_store_class() -> ast.ClassDef:
     return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DynamoStore")
 
 
+# DynamoStore reaches its client through three helpers: _call and _write_if, given the
+# operation's name (a constant) first, and _transact, given a TransactWriteItems' items.
+STORE_CALL_HELPERS = ("_call", "_write_if")
+
+
 def actions_the_store_calls() -> set[str]:
     actions: set[str] = set()
-    for node in ast.walk(dynamo_store_class()):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "_db"):
+    store = dynamo_store_class()
+    for method in store.body:
+        if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)) or method.name in STORE_CALL_HELPERS:
             continue
-        call = node.func.attr
-        if call == "transact_write_items":
+        # Only the helpers name the operation at run time; anywhere else the scan below could miss one.
+        assert not [n for n in ast.walk(method) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                    and n.func.id == "getattr" and "_db" in ast.unparse(n)], f"{method.name}: getattr on the client"
+    for node in ast.walk(store):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        on_self = isinstance(node.func.value, ast.Name) and node.func.value.id == "self"
+        if on_self and node.func.attr in STORE_CALL_HELPERS:
+            assert node.args and isinstance(node.args[0], ast.Constant), \
+                f"DynamoStore.{node.func.attr} with an operation that is not a constant: {ast.unparse(node)}"
+            call = node.args[0].value
+        elif on_self and node.func.attr == "_transact" or (
+                isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "_db"
+                and node.func.attr == "transact_write_items"):
             kinds = {k.value for n in ast.walk(node) if isinstance(n, ast.Dict)
                      for k in n.keys if isinstance(k, ast.Constant) and k.value in TRANSACT_ITEM_ACTIONS}
             actions |= {TRANSACT_ITEM_ACTIONS[k] for k in kinds}
+            continue
+        elif isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "_db":
+            call = node.func.attr
         else:
-            assert call in IAM_ACTIONS, f"DynamoStore calls {call}: map it to its IAM action here"
-            actions |= IAM_ACTIONS[call]
+            continue
+        assert call in IAM_ACTIONS, f"DynamoStore calls {call}: map it to its IAM action here"
+        actions |= IAM_ACTIONS[call]
     return actions
 
 

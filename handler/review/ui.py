@@ -72,18 +72,19 @@ def create_review_app(settings: Settings, *, store: Any = None, refresh_seconds:
         status = values["status"].upper() if values["status"].upper() in Status.__members__ else None
         since = time.time() - _since(values["since"], "24h")
         store = request.app.state.store
-        records = await store.query_log(room=values["room"] or None, agent=values["agent"] or None,
-                                        status=status, since=since, limit=500)
+        # The page shows every attribute as stored: it reads the records' `stored`.
+        records = [r.stored for r in await store.query_log(room=values["room"] or None, agent=values["agent"] or None,
+                                                           status=status, since=since, limit=500)]
         if not (values["agent"] or status):
             # Rooms whose metadata dispatched nothing (broken, absent) show up through their events.
-            records += await store.query_log(room=values["room"] or None, since=since, record_type="event",
-                                             limit=500)
+            records += [r.stored for r in await store.query_log(room=values["room"] or None, since=since,
+                                                                record_type="event", limit=500)]
         return html("Switchboard: dispatch log", page.rooms_list(records, values), values)
 
     async def room(request: Request) -> Response:
         name = request.path_params["name"]
         since = time.time() - _since(request.query_params.get("since"), "7d")
-        records = await request.app.state.store.room_timeline(name, since=since)
+        records = [r.stored for r in await request.app.state.store.room_timeline(name, since=since)]
         return html(f"Switchboard: room {name}", page.room_page(name, records))
 
     async def room_json(request: Request) -> Response:
@@ -91,7 +92,7 @@ def create_review_app(settings: Settings, *, store: Any = None, refresh_seconds:
 
         name = request.path_params["name"]
         since = time.time() - _since(request.query_params.get("since"), "7d")
-        found = sessions(await request.app.state.store.room_timeline(name, since=since))
+        found = sessions([r.stored for r in await request.app.state.store.room_timeline(name, since=since)])
         return JSONResponse({"room": name, "sessions": found}, headers=HEADERS)
 
     async def css(request: Request) -> Response:

@@ -24,6 +24,7 @@ from livekit.protocol.webhook import WebhookEvent
 from handler.claims import Status, StoreUnavailable
 from handler.contract import Routing
 from handler.dynamo import DynamoStore
+from handler.records import SlotRecord
 from handler.observability import Metrics
 from handler.pipeline import Pipeline
 from handler.settings import Settings
@@ -241,7 +242,7 @@ class World:
     async def _snapshot(self) -> Any:
         slots = await self._slots()
         lk = self.livekit
-        return (repr(sorted((sid, k, r.get("status"), r.get("dispatch_id"), r.get("attempts"), r.get("missing_since"))
+        return (repr(sorted((sid, k, r.status, r.dispatch_id, r.attempts, r.missing_since)
                             for sid, rs in slots.items() for k, r in rs.items())),
                 sorted(d.id for d in lk.dispatches.values() if not d.deleted),
                 sorted(sid for live in lk.live.values() for sid in live.agents), len(lk.webhooks), len(lk.jobs))
@@ -251,7 +252,7 @@ class World:
     def _fail(self, what: str) -> None:
         self.violations.append(f"seed {self.seed}, step {len(self.baton.trace)}: {what}")
 
-    async def _slots(self) -> dict[str, dict[str, dict[str, Any]]]:
+    async def _slots(self) -> dict[str, dict[str, SlotRecord]]:
         return {sid: await self.reader.load_slots(sid) for sid in sorted(self.sessions)}
 
     async def _check_always(self) -> None:
@@ -261,26 +262,25 @@ class World:
         live_sids = {live.room.sid: live for live in self.livekit.live.values()}
         for sid, slots in (await self._slots()).items():
             for key, record in slots.items():
-                if int(record.get("attempts", 0)) > self.settings.max_dispatch_attempts:
-                    self._fail(f"{key} in {sid}: {record['attempts']} attempts, over the budget")
-                if record.get("status") == Status.ENDED and sid in live_sids and "room session" in str(
-                        record.get("reason", "")):
+                if record.attempts > self.settings.max_dispatch_attempts:
+                    self._fail(f"{key} in {sid}: {record.attempts} attempts, over the budget")
+                if record.status == Status.ENDED and sid in live_sids and "room session" in record.reason:
                     self._fail(f"{key} in {sid} ENDED as 'room session over' while its session is live")
                 live = live_sids.get(sid)
-                agent = live.agents.get(record.get("agent_sid", "")) if live else None
-                if record.get("status") == Status.JOINED and agent and agent.dispatch_id != record.get("dispatch_id"):
-                    self._fail(f"{key} in {sid} JOINED with dispatch {record.get('dispatch_id')}, "
+                agent = live.agents.get(record.agent_sid or "") if live else None
+                if record.status == Status.JOINED and agent and agent.dispatch_id != record.dispatch_id:
+                    self._fail(f"{key} in {sid} JOINED with dispatch {record.dispatch_id}, "
                                f"but its agent came from {agent.dispatch_id}")
 
     async def _deleted_a_present_agent(self, dispatch_id: str, agent_sid: str, room_sid: str) -> None:
         """A delete removed an agent that was in its room. Fine for a double or an orphan, or an agent
         whose join nobody had confirmed yet; a bug when the log knew it as the slot's joined agent."""
         for key, record in (await self.reader.load_slots(room_sid)).items():
-            if record.get("agent_sid") == agent_sid and record.get("dispatch_id") == dispatch_id:
+            if record.agent_sid == agent_sid and record.dispatch_id == dispatch_id:
                 task = asyncio.current_task()
                 self._fail(f"{key} in {room_sid}: its joined agent {agent_sid} (dispatch {dispatch_id}) "
                            f"was deleted while in the room by {task.get_name() if task else '?'} "
-                           f"(status now {record.get('status')})")
+                           f"(status now {record.status})")
 
     async def _check_end(self) -> None:
         slots_by_sid = await self._slots()
@@ -299,17 +299,17 @@ class World:
                 if record is None:
                     self._fail(f"{key} in {sid}: wanted, but no record")
                     continue
-                status = record.get("status")
-                if status == Status.FAILED and record.get("error"):
+                status = record.status
+                if status == Status.FAILED and record.error:
                     continue
-                present = agents_by_dispatch.get(record.get("dispatch_id", ""), [])
+                present = agents_by_dispatch.get(record.dispatch_id, [])
                 if status != Status.JOINED or len(present) != 1:
                     self._fail(f"{key} in {sid}: wanted; ended {status} with {len(present)} agent(s) of its "
-                               f"dispatch in the room ({record.get('reason') or record.get('error') or ''})")
+                               f"dispatch in the room ({record.reason or record.error or ''})")
             for key, ids in self.livekit.live_dispatches_of(live.room).items():
                 if len(ids) > 1:
                     self._fail(f"{key} in {sid}: {len(ids)} live dispatches after the sweeper ran: {ids}")
-            current = {r.get("dispatch_id") for r in slots.values() if r.get("status") == Status.JOINED}
+            current = {r.dispatch_id for r in slots.values() if r.status == Status.JOINED}
             for dispatch_id, identities in agents_by_dispatch.items():
                 if dispatch_id not in current or len(identities) > 1:
                     self._fail(f"agent(s) {identities} of dispatch {dispatch_id} in {sid} belong to no joined slot")
