@@ -141,9 +141,16 @@ async def create_rooms_at_once(lk: api.LiveKitAPI, prefix: str) -> dict[str, str
 
 
 async def agents_in(lk: api.LiveKitAPI, room: str) -> dict[str, str]:
-    """agent name → identity of the agents LiveKit shows in `room`."""
+    """agent name → identity of the agents LiveKit shows active in `room`.
+
+    Active only: an agent whose connection failed can leave behind a session of the same
+    identity that never becomes active (its job failed in LiveKit, its SDK reconnected;
+    seen beside a stalled worker and in the soak, issue 12). It publishes nothing and gets
+    no participant_joined, so it is not the agent that room was promised.
+    """
     people = (await lk.room.list_participants(api.ListParticipantsRequest(room=room))).participants
-    return {p.attributes["lk.agent_name"]: p.identity for p in people if p.attributes.get("lk.agent_name")}
+    return {p.attributes["lk.agent_name"]: p.identity for p in people
+            if p.attributes.get("lk.agent_name") and p.state == api.ParticipantInfo.State.ACTIVE}
 
 
 async def wait_for_agents(lk: api.LiveKitAPI, rooms: dict[str, str], timeout: float = JOIN_TIMEOUT) -> dict:
