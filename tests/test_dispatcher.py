@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from handler.dispatcher import LiveKitDispatcher, LiveKitRejected, LiveKitUnavailable
+from handler.dispatcher import LiveKitDispatcher, LiveKitError, LiveKitRejected, LiveKitUnavailable
 from handler.policy import PlannedDispatch, Rule
 from handler.settings import Settings
 
@@ -46,9 +46,19 @@ async def twirp() -> AsyncIterator[tuple[list[tuple[int, str]], str]]:
     await runner.cleanup()
 
 
-def dispatcher(url: str) -> LiveKitDispatcher:
-    return LiveKitDispatcher(Settings(livekit_url=url, livekit_api_key="k",
-                                      livekit_api_secret="a-secret-that-is-long-enough-for-hs256"))
+async def create_answered(twirp: tuple[list[tuple[int, str]], str], status: int, code: str) -> LiveKitError:
+    """What CreateDispatch raises when LiveKit answers (status, code)."""
+    answers, url = twirp
+    answers.append((status, code))
+    lk = LiveKitDispatcher(Settings(livekit_url=url, livekit_api_key="k",
+                                    livekit_api_secret="a-secret-that-is-long-enough-for-hs256"))
+    try:
+        with pytest.raises(LiveKitError) as raised:
+            await lk.create(PLANNED)
+    finally:
+        await lk.aclose()
+    assert raised.value.status == status
+    return raised.value
 
 
 @pytest.mark.parametrize(("status", "code"), [
@@ -59,26 +69,10 @@ def dispatcher(url: str) -> LiveKitDispatcher:
     (503, "unavailable"),
 ])
 async def test_an_answer_that_may_have_taken_effect_is_worth_a_retry(twirp, status, code):
-    answers, url = twirp
-    answers.append((status, code))
-    lk = dispatcher(url)
-    try:
-        with pytest.raises(LiveKitUnavailable) as raised:
-            await lk.create(PLANNED)
-    finally:
-        await lk.aclose()
-    assert raised.value.status == status
+    assert isinstance(await create_answered(twirp, status, code), LiveKitUnavailable)
 
 
 @pytest.mark.parametrize(("status", "code"), [(401, "unauthenticated"), (403, "permission_denied"),
                                               (400, "invalid_argument"), (404, "not_found")])
 async def test_a_refusal_is_final(twirp, status, code):
-    answers, url = twirp
-    answers.append((status, code))
-    lk = dispatcher(url)
-    try:
-        with pytest.raises(LiveKitRejected) as raised:
-            await lk.create(PLANNED)
-    finally:
-        await lk.aclose()
-    assert raised.value.status == status
+    assert isinstance(await create_answered(twirp, status, code), LiveKitRejected)
