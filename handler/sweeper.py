@@ -271,7 +271,9 @@ class Sweeper:
             noted = await self.store.mark_missing(record, seen_missing=True)
             if noted is None:
                 continue  # moved on since it was read: its webhook got there first
-            missing_for = self.clock() - float(noted.missing_since or 0)
+            # A first sighting not on record reads as this one: never as missing since 1970.
+            since = noted.missing_since if noted.missing_since is not None else self.clock()
+            missing_for = self.clock() - float(since)
             if missing_for < self.settings.missing_agent_grace_seconds:
                 report.add("agent_missing", noted, f"{noted.agent_identity} not in the room for {missing_for:.0f} s")
                 continue
