@@ -14,7 +14,6 @@ hearing another agent, and one line per heard utterance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -29,6 +28,7 @@ from livekit.agents.types import (
     ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID,
     ATTRIBUTE_TRANSCRIPTION_TRACK_ID,
 )
+from livekit.agents.utils.aio import cancel_and_wait
 from livekit.agents.utils.audio import AudioByteStream
 
 from .identity import ROLE_ATTRIBUTE
@@ -172,11 +172,11 @@ class Microphone:
                     done.set_result(None)
 
     async def aclose(self) -> None:
-        if self._feeder is not None:
-            self._feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._feeder
-        await self._source.aclose()
+        try:
+            if self._feeder is not None:
+                await cancel_and_wait(self._feeder)
+        finally:
+            await self._source.aclose()
 
 
 class Ears:
@@ -212,11 +212,11 @@ class Ears:
 
     async def aclose(self) -> None:
         self._room.off("track_published", self._subscribe)
-        self._forward.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._forward
-        await self._audio.aclose()
-        await self._vad_stream.aclose()
+        try:
+            await cancel_and_wait(self._forward)
+        finally:
+            await self._audio.aclose()
+            await self._vad_stream.aclose()
 
 
 class Drill:
@@ -261,10 +261,12 @@ class Drill:
                     talk.result()  # a failure in the drill surfaces here
                 await left.wait()  # the script can end before the counterpart leaves
             finally:
-                for task in (talk, gone):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                # Never `suppress(CancelledError)` around these awaits: the job ending (a cancel
+                # of this task) often arrives right here, as the room's deletion also makes the
+                # counterpart leave, and swallowed it would leave the drill waiting for the next
+                # counterpart forever, its job holding a place in the worker. cancel_and_wait
+                # lets the caller's own cancel through.
+                await cancel_and_wait(talk, gone)
         finally:
             self._room.off("participant_disconnected", on_left)
             await ears.aclose()
