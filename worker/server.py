@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import shutil
 import threading
 import time
@@ -135,6 +136,20 @@ async def entrypoint(ctx: JobContext) -> None:
     _in_background(ctx, role.name, drill.run(), close=drill.aclose)
 
 
+# How long a job's work may take to stop once its job ends (see _in_background).
+STOP_SECONDS = 5.0
+
+
+def suspended_at(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: its chain of awaits, outermost first (`drill.py:239 run > …`)."""
+    where = []
+    awaited: Any = task.get_coro()
+    while (frame := getattr(awaited, "cr_frame", None)) is not None:
+        where.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None)
+    return " > ".join(where)
+
+
 def _in_background(ctx: JobContext, role: str, work: Coroutine[Any, Any, None],
                    close: Callable[[], Awaitable[None]] | None = None) -> None:
     """Run the job's work beside the entrypoint, which returns at once; stop it as the job ends.
@@ -159,11 +174,23 @@ def _in_background(ctx: JobContext, role: str, work: Coroutine[Any, Any, None],
 
     async def stop(reason: str) -> None:
         started = time.monotonic()
+        room = ctx.job.room.name
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # Bounded: until this returns the job holds its place in the worker's capacity, and
+        # a job whose work never stops (a swallowed cancel did that once, worker/drill.py)
+        # would hold it for good. Cancelled work stops in milliseconds; past the bound the
+        # job ends without it, and the log says where it was stuck.
+        done, _ = await asyncio.wait({task}, timeout=STOP_SECONDS)
+        if not done:
+            log.error("job work did not stop; the job ends without it",
+                      extra={"role": role, "room": room, "stuck_at": suspended_at(task)})
         if close is not None:
-            await close()
-        log.info("job ended", extra={"role": role, "room": ctx.job.room.name, "reason": reason,
+            try:
+                await asyncio.wait_for(close(), STOP_SECONDS)
+            except TimeoutError:
+                log.error("job audio did not close in time; the job ends without it",
+                          extra={"role": role, "room": room})
+        log.info("job ended", extra={"role": role, "room": room, "reason": reason,
                                      "stop_seconds": round(time.monotonic() - started, 3)})
 
     ctx.add_shutdown_callback(stop)
