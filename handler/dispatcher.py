@@ -88,6 +88,17 @@ class LiveKitDispatcher:
         response = await self._call(self._client().room.list_participants(ListParticipantsRequest(room=room_name)))
         return list(response.participants)
 
+    async def remove_participant(self, room_name: str, identity: str) -> None:
+        """Disconnect a participant; one already gone is not an error."""
+        from livekit.protocol.room import RoomParticipantIdentity
+
+        try:
+            await self._call(self._client().room.remove_participant(
+                RoomParticipantIdentity(room=room_name, identity=identity)))
+        except LiveKitRejected as exc:
+            if exc.status != 404:
+                raise
+
     async def rooms(self) -> list[Any]:
         from livekit.protocol.room import ListRoomsRequest
 

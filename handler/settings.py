@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     # this long: past LiveKit's 30 s limit on a queued webhook, its participant_left
     # has either been handled or will never come.
     missing_agent_grace_seconds: float = Field(default=45.0, gt=0)
+    # An agent session connected to its room for this long without ever becoming active
+    # (its media connection failed; LiveKit sends no participant_join for it) will not:
+    # the sweeper removes it, and a slot it was meant to fill is dispatched again.
+    # Generous: a slow machine's agent can take seconds from connect to active.
+    stuck_agent_grace_seconds: float = Field(default=30.0, gt=0)
     # How far back the sweeper looks for slots that never settled.
     sweep_window_days: int = Field(default=2, ge=1)
 

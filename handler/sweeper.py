@@ -7,8 +7,9 @@ claims:
 1. Settle every slot on the work list (table index by_pending):
    - CLAIMED with an expired lease, or FAILED but retryable: dispatch again.
    - DISPATCHED whose agent has not joined within the deadline: if the agent is
-     in fact in the room (its join webhook was dropped), record JOINED; if the
-     room session is over, ENDED; otherwise delete the stale dispatch and create
+     in fact in the room and active (its join webhook was dropped), record JOINED;
+     if it is there but never became active, wait out a grace, then remove that
+     session; if the room session is over, ENDED; otherwise delete the stale dispatch and create
      a new one, waiting twice as long each time, until the attempts run out and
      the slot is FAILED with the reason (the worker refused or did not answer in
      time, or no worker is registered for agent_name X).
@@ -17,7 +18,8 @@ claims:
    webhook was dropped still gets its agents. A JOINED slot whose agent is no
    longer in the room, still JOINED a grace period after it was first found
    missing, lost its participant_left webhook: it goes where that webhook would
-   have sent it (Pipeline.replace_agent).
+   have sent it (Pipeline.replace_agent). An agent session of ours that never
+   became active, its slot moved on, is removed.
 """
 
 from __future__ import annotations
@@ -152,17 +154,31 @@ class Sweeper:
 
         dispatch = next((d for d in await self.livekit.list(record.room_name) if d.id == record.dispatch_id), None)
         jobs = list(dispatch.state.jobs) if dispatch else []
+        people = await self.livekit.participants(record.room_name)
         # The job's agent, if it is in the room: by identity, which workers reuse, so only a
-        # participant whose dispatch-id attribute (when it has one) names this dispatch.
-        present = {p.identity: p.sid for p in await self.livekit.participants(record.room_name)
-                   if p.attributes.get(DISPATCH_ID_ATTRIBUTE, record.dispatch_id) == record.dispatch_id}
+        # participant whose dispatch-id attribute (when it has one) names this dispatch. And
+        # only an active one: LiveKit's participant_joined means active, and a session whose
+        # media never connected is in the list too, but is no agent anyone hears.
+        present = {p.identity: p.sid for p in people if p.state == ParticipantInfo.State.ACTIVE
+                   and p.attributes.get(DISPATCH_ID_ATTRIBUTE, record.dispatch_id) == record.dispatch_id}
         joined = next((j.state.participant_identity for j in jobs if j.state.participant_identity in present), "")
         if joined:
             await self.store.mark_joined(record.room_sid, record.slot, joined, record.dispatch_id, present[joined])
             return report.add("joined", record, f"{joined} is in the room; its join webhook was missed")
 
-        seen = None if jobs else await self._last_join(record.agent_name)
-        why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds, seen)
+        stuck = [p for p in people
+                 if _is_inactive_agent(p) and p.attributes[DISPATCH_ID_ATTRIBUTE] == record.dispatch_id]
+        if any(self._may_still_connect(p) for p in stuck):
+            return report.add("agent_connecting", record, "its agent is in the room, not yet active")
+        if stuck:
+            # Removed before the slot is dispatched again: it holds the identity, and the room
+            # would never empty while it stays (seen in the soak, issue 12).
+            for p in stuck:
+                await self.livekit.remove_participant(record.room_name, p.identity)
+            why = _never_active(stuck[0], jobs)
+        else:
+            seen = None if jobs else await self._last_join(record.agent_name)
+            why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds, seen)
         if await self.pipeline.give_up_if_spent(record, why, metrics):
             return report.add("failed", record, why)
         await self._dispatch_again(record, report, metrics, redispatch=why)
@@ -184,6 +200,9 @@ class Sweeper:
         return max((r for r in records if isinstance(r, SlotRecord) and r.joined_at), key=lambda r: r.joined_at,
                    default=None)
 
+    def _may_still_connect(self, participant: ParticipantInfo) -> bool:
+        return self.clock() - participant.joined_at < self.settings.stuck_agent_grace_seconds
+
     def _wait(self, attempts: int) -> float:
         return float(self.settings.confirm_deadline_seconds * 2 ** max(0, attempts - 1))
 
@@ -193,6 +212,7 @@ class Sweeper:
         for room in await rooms.all():
             try:
                 await self._collect_orphans(room, report)
+                await self._collect_stuck_agents(room, report)
                 if room.metadata:
                     await self._reconcile_room(room, report, metrics)
             except (LiveKitError, StoreUnavailable, ClaimError) as exc:
@@ -239,6 +259,31 @@ class Sweeper:
             if record is not None:
                 await self.store.note_orphan(record, dispatch.id, why)
             report.add("orphan_deleted", record, f"{dispatch.id}: {why}", room=room, room_sid=room_sid, slot=slot)
+
+    async def _collect_stuck_agents(self, room: Room, report: SweepReport) -> None:
+        """Remove every agent session of ours (it carries a Switchboard dispatch id) that has
+        been connected for the grace period without ever becoming active, unless it is the
+        current dispatch's agent of a slot still waiting for it (settling that slot removes
+        it, with the reason, and dispatches again).
+
+        Such a session is what a failed media connection leaves (LiveKit failed the job, the
+        agent's SDK kept the signal connection): it publishes nothing and serves nobody, yet
+        it holds an identity and keeps the room from ever emptying, beside the slot's
+        replacement (seen in the soak, issue 12). Nothing else would ever remove it.
+        """
+        stuck = [p for p in await self.livekit.participants(room.name)
+                 if _is_inactive_agent(p) and not self._may_still_connect(p)]
+        if not stuck:
+            return
+        slots = await self.store.load_slots(room.sid)
+        awaited = {r.dispatch_id for r in slots.values() if r.status == Status.DISPATCHED}
+        for p in stuck:
+            dispatch_id = p.attributes[DISPATCH_ID_ATTRIBUTE]
+            if dispatch_id in awaited:
+                continue
+            await self.livekit.remove_participant(room.name, p.identity)
+            report.add("stuck_agent_removed", None, f"{p.identity} ({p.sid}) of dispatch {dispatch_id}: connected "
+                       f"at {p.joined_at}, never active", room=room)
 
     async def _reconcile_room(self, room: Room, report: SweepReport, metrics: Metrics) -> None:
         outcome = await self.pipeline.handle(
@@ -307,6 +352,19 @@ def _count(report: SweepReport, outcome: Outcome, room: Room) -> None:
     for slot in outcome.slots:
         if slot.result in (SlotOutcome.DISPATCHED, SlotOutcome.ADOPTED, SlotOutcome.REJECTED) or slot.retry:
             report.add(f"reconciled_{slot.result.value}", None, slot.detail, room=room, slot=slot.slot)
+
+
+def _is_inactive_agent(participant: ParticipantInfo) -> bool:
+    """An agent session of ours (it carries a Switchboard dispatch id) that is not active."""
+    return (participant.kind == ParticipantInfo.Kind.AGENT and participant.state != ParticipantInfo.State.ACTIVE
+            and bool(participant.attributes.get(DISPATCH_ID_ATTRIBUTE)))
+
+
+def _never_active(participant: ParticipantInfo, jobs: list[Any]) -> str:
+    errors = [j.state.error for j in jobs if j.state.error]
+    job = f" (its job: {errors[-1]})" if errors else ""
+    return (f"agent {participant.identity} connected at {participant.joined_at} but never became active{job}; "
+            f"the session was removed")
 
 
 def _why_not_joined(record: SlotRecord, jobs: list[Any], deadline: float,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from livekit import api
@@ -82,3 +83,36 @@ def worker_health(port: int) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def agent_token(identity: str, room: str, attributes: dict[str, str] | None = None) -> str:
+    """A token for an agent participant, as a worker's job gets one (kind AGENT)."""
+    return (api.AccessToken(DEV_API_KEY, DEV_API_SECRET).with_identity(identity).with_kind("agent")
+            .with_attributes(attributes or {})
+            .with_grants(api.VideoGrants(room_join=True, room=room, agent=True, can_update_own_metadata=True)).to_jwt())
+
+
+@contextlib.asynccontextmanager
+async def never_active_agent(livekit_url: str, room: str, identity: str,
+                             attributes: dict[str, str]) -> AsyncIterator[None]:
+    """An agent session that joins by signal and never connects its media: what a failed
+    media connection leaves (issue 12's soak). livekit-server lists it JOINED, never ACTIVE,
+    and sends no participant_joined; unanswered, it closes the session after about a minute.
+    """
+    import aiohttp
+
+    url = f"{livekit_url.replace('http', 'ws', 1)}/rtc?access_token={agent_token(identity, room, attributes)}" \
+          "&auto_subscribe=0&protocol=16"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        joined = await ws.receive(timeout=10)
+        assert joined.type == aiohttp.WSMsgType.BINARY, joined  # the join response
+
+        async def drain() -> None:
+            async for _ in ws:
+                pass
+
+        reading = asyncio.create_task(drain())
+        try:
+            yield
+        finally:
+            reading.cancel()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
-from livekit import api
+from livekit import api, rtc
 
 from handler.pipeline import open_pipeline
 from handler.policy import PlannedDispatch, Rule
 from handler.settings import Settings
 from handler.sweeper import Sweeper
-from tests.livekit_helpers import eventually, lk_api, log_json, named_dispatches
+from tests.livekit_helpers import agent_token, eventually, lk_api, log_json, named_dispatches, never_active_agent
 
 pytestmark = pytest.mark.anyio
 
@@ -176,3 +177,79 @@ def test_sweep_every_reports_each_pass_and_stops_cleanly_on_sigterm(local_stack,
         assert process.wait(timeout=30) == 0
     finally:
         process.kill()
+
+
+# --- agent sessions that never became active --------------------------------------------------
+# A failed media connection leaves the agent's session in the room, JOINED, never ACTIVE, with
+# no participant_joined; LiveKit lists it and its identity is taken. Seen in the soak beside
+# its slot's replacement, and in the capacity test as the only driver of a room (issue 12).
+
+def later(seconds: float):
+    """The sweeper's clock, `seconds` ahead: the sessions' ages without sleeping through them."""
+    return lambda: time.time() + seconds
+
+
+async def agents_listed(lk, room_name) -> dict[str, int]:
+    people = (await lk.room.list_participants(api.ListParticipantsRequest(room=room_name))).participants
+    return {p.identity: p.state for p in people}
+
+
+async def test_a_dispatch_whose_agent_never_became_active_is_dispatched_again_and_the_session_removed(
+        local_stack, aws, settings, room_name):
+    async with lk_api(local_stack.livekit_url) as lk, open_pipeline(settings) as pipeline:
+        await lk.room.create_room(api.CreateRoomRequest(
+            name=room_name, metadata=json.dumps({"agents": [{"name": "assistant"}]}), empty_timeout=120))
+        first = await eventually(lambda: (r := records(aws, room_name).get(("assistant", ""), {})).get(
+            "status") == "DISPATCHED" and r)
+        grace = settings.stuck_agent_grace_seconds
+        async with never_active_agent(local_stack.livekit_url, room_name, "assistant",
+                                      {"switchboard.dispatch_id": first["dispatch_id"]}):
+            assert await agents_listed(lk, room_name) == {"assistant": api.ParticipantInfo.State.JOINED}
+
+            # Within the grace, it may yet become active: left alone, and the slot waits for it.
+            report = await Sweeper(pipeline, clock=later(grace / 2)).sweep()
+            assert [d["action"] for d in report.details if d.get("room_name") == room_name] == ["agent_connecting"]
+            assert records(aws, room_name)[("assistant", "")]["dispatch_id"] == first["dispatch_id"]
+
+            # Past it: removed, and the slot dispatched again, saying why.
+            report = await Sweeper(pipeline, clock=later(grace + 5)).sweep()
+            again = records(aws, room_name)[("assistant", "")]
+            assert again["dispatch_id"] != first["dispatch_id"] and again["attempts"] == 2, again
+            assert "agent assistant connected at" in again["redispatch_reason"], again
+            assert "never became active" in again["redispatch_reason"], again
+            await eventually(lambda: _gone(lk, room_name, "assistant"), timeout=10)
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+
+
+async def _gone(lk, room_name: str, identity: str) -> bool:
+    return identity not in await agents_listed(lk, room_name)
+
+
+async def test_a_never_active_session_beside_its_replacement_is_removed_and_nothing_else(
+        local_stack, aws, settings, room_name):
+    """Of a dispatch its slot has moved on from: removed by the reconcile. An active agent and
+    someone else's never-active agent (no Switchboard dispatch id) stay."""
+    url = local_stack.livekit_url.replace("http", "ws", 1)
+    async with lk_api(local_stack.livekit_url) as lk, open_pipeline(settings) as pipeline:
+        await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=120))
+        active = rtc.Room()
+        await active.connect(url, agent_token("driver-2", room_name, {"switchboard.dispatch_id": "AD_current"}))
+        try:
+            async with (never_active_agent(local_stack.livekit_url, room_name, "driver",
+                                           {"switchboard.dispatch_id": "AD_superseded"}),
+                        never_active_agent(local_stack.livekit_url, room_name, "theirs", {})):
+                before = await agents_listed(lk, room_name)
+                assert set(before) == {"driver", "driver-2", "theirs"}, before
+
+                report = await Sweeper(pipeline, clock=later(settings.stuck_agent_grace_seconds / 2)).sweep()
+                assert not report.actions["stuck_agent_removed"]
+
+                report = await Sweeper(pipeline, clock=later(settings.stuck_agent_grace_seconds + 5)).sweep()
+                assert report.actions["stuck_agent_removed"] == 1, report.details
+                await eventually(lambda: _gone(lk, room_name, "driver"), timeout=10)
+                left = await agents_listed(lk, room_name)
+                assert set(left) == {"driver-2", "theirs"}, left
+                assert left["driver-2"] == api.ParticipantInfo.State.ACTIVE
+        finally:
+            await active.disconnect()
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))

@@ -5,7 +5,9 @@ and as the real-stack tests show it: CreateDispatch never de-duplicates and make
 a missing room; a dispatch nobody's worker takes has no job; DeleteDispatch ends the
 job, and its agent leaves; ListDispatch keeps a job whose agent left; an agent joins
 under its role's identity unless that identity is present; the same identity joining
-again replaces the first (DUPLICATE_IDENTITY). Webhooks carry a fixed id and body, so
+again replaces the first (DUPLICATE_IDENTITY); an agent whose media connection fails stays
+in the room, never active, with no participant_joined, until removed, and LiveKit's job
+shows it failed. Webhooks carry a fixed id and body, so
 a re-delivery is the same event. It speaks the LiveKitDispatcher interface, pausing
 on the Baton before every call, and can fail a call before or after it takes effect.
 """
@@ -55,6 +57,7 @@ class Dispatch:
     agent_name: str
     metadata: str
     job_identity: str = ""
+    job_error: str = ""
     deleted: bool = False
 
 
@@ -77,6 +80,8 @@ class LiveKitModel:
         self.webhooks: list[WebhookEvent] = []  # LiveKit's queue, not yet delivered
         self.jobs: list[str] = []  # dispatch ids with a job whose agent has not joined yet
         self.creates = 0
+        self.never_active = 0  # agents whose media connection failed
+        self.removed = 0  # agents RemoveParticipant took out
         # Told (dispatch id, agent sid, room sid) before a delete removes an agent that is in its room.
         self.on_delete_present: Any = None
 
@@ -115,6 +120,7 @@ class LiveKitModel:
                 live.people.pop(sid)
                 self._emit("participant_left", live.room, _with_reason(p, DisconnectReason.DUPLICATE_IDENTITY))
         who = ParticipantInfo(sid=_id("PA"), identity=identity, kind=ParticipantInfo.Kind.STANDARD,
+                              state=ParticipantInfo.State.ACTIVE,
                               joined_at_ms=int(self.clock() * 1000), joined_at=int(self.clock()))
         live.people[who.sid] = who
         self._emit("participant_joined", live.room, who)
@@ -126,8 +132,12 @@ class LiveKitModel:
             self._emit("participant_left", live.room, _with_reason(live.people.pop(sid),
                                                                  DisconnectReason.CLIENT_INITIATED))
 
-    def agent_joins(self, dispatch_id: str) -> None:
-        """The job's worker accepted it earlier; its agent now connects under its role's identity."""
+    def agent_joins(self, dispatch_id: str, active: bool = True) -> None:
+        """The job's worker accepted it earlier; its agent now connects under its role's identity.
+
+        Not `active`: its media connection fails. The session stays in the room, never
+        active, and LiveKit sends no participant_joined; the job is marked failed.
+        """
         self.jobs.remove(dispatch_id)
         d = self.dispatches[dispatch_id]
         live = self.live.get(d.room_name)
@@ -136,12 +146,17 @@ class LiveKitModel:
         taken = {a.participant.identity for a in live.agents.values()}
         identity = next(i for i in (d.agent_name, *(f"{d.agent_name}-{n}" for n in range(2, 99))) if i not in taken)
         who = ParticipantInfo(sid=_id("PA"), identity=identity, kind=ParticipantInfo.Kind.AGENT,
+                              state=ParticipantInfo.State.ACTIVE if active else ParticipantInfo.State.JOINED,
                               joined_at_ms=int(self.clock() * 1000), joined_at=int(self.clock()))
         who.attributes["lk.agent_name"] = d.agent_name
         who.attributes["switchboard.dispatch_id"] = d.id
         d.job_identity = identity
+        d.job_error = "" if active else "agent connection failed"
         live.agents[who.sid] = Agent(who, d.id)
-        self._emit("participant_joined", live.room, who)
+        if active:
+            self._emit("participant_joined", live.room, who)
+        else:
+            self.never_active += 1
 
     def agent_drops(self, name: str) -> None:
         """An agent's connection is lost (its worker died): it leaves, unintended."""
@@ -151,7 +166,8 @@ class LiveKitModel:
 
     def _leave(self, live: LiveRoom, sid: str, reason: int, emit: bool = True) -> None:
         agent = live.agents.pop(sid)
-        if emit:
+        # LiveKit sends participant_left only for a participant it announced as joined.
+        if emit and agent.participant.state == ParticipantInfo.State.ACTIVE:
             self._emit("participant_left", live.room, _with_reason(agent.participant, reason))
 
     # --- the LiveKitDispatcher interface ----------------------------------------
@@ -199,6 +215,23 @@ class LiveKitModel:
         live = self.live.get(room_name)
         return [] if live is None else [*live.people.values(), *(a.participant for a in live.agents.values())]
 
+    async def remove_participant(self, room_name: str, identity: str) -> None:
+        await self._call("remove_participant")
+        live = self.live.get(room_name)
+        if live is not None:
+            for sid, agent in list(live.agents.items()):
+                if agent.participant.identity == identity:
+                    if self.on_delete_present is not None:
+                        await self.on_delete_present(agent.dispatch_id, sid, live.room.sid)
+                    self._leave(live, sid, DisconnectReason.PARTICIPANT_REMOVED)
+                    self.removed += 1
+            for sid, person in list(live.people.items()):
+                if person.identity == identity:
+                    live.people.pop(sid)
+                    removed = _with_reason(person, DisconnectReason.PARTICIPANT_REMOVED)
+                    self._emit("participant_left", live.room, removed)
+        self._lost_answer()
+
     async def rooms(self) -> list[Room]:
         await self._call("list_rooms")
         if self.rng.random() < self.faults.refused_rooms:
@@ -231,7 +264,7 @@ class LiveKitModel:
         return None
 
     def _wire(self, d: Dispatch) -> AgentDispatch:
-        jobs = [Job(id=f"AJ_{d.id}", state=JobState(participant_identity=d.job_identity))] if (
+        jobs = [Job(id=f"AJ_{d.id}", state=JobState(participant_identity=d.job_identity, error=d.job_error))] if (
             d.job_identity or d.id in self.jobs) else []
         return AgentDispatch(id=d.id, agent_name=d.agent_name, room=d.room_name, metadata=d.metadata,
                              state=AgentDispatchState(jobs=jobs))

@@ -6,7 +6,8 @@ the LiveKit model, under a seeded scheduler, with invariants checked after every
 
 What varies with the seed: how many rooms and people, which agents have a worker,
 how often calls fail before or after taking effect (LiveKit and DynamoDB), how often
-LiveKit re-delivers, reorders or drops a webhook, when agents join or drop out, when
+LiveKit re-delivers, reorders or drops a webhook, when agents join (or connect and never
+become active) or drop out, when
 the sweeper runs, how far the clock moves, and which paused task goes next.
 """
 
@@ -112,6 +113,9 @@ class World:
     handled: list[WebhookEvent] = field(default_factory=list)
     sessions: set[str] = field(default_factory=set)
     tries: dict[str, int] = field(default_factory=dict)
+    # Agents whose media connection fails: in half the schedules, a third of their joins.
+    connections: random.Random = field(default_factory=random.Random)
+    failing_connections: float = 0.0
 
     @classmethod
     async def open(cls, seed: int, client: Any) -> World:
@@ -122,6 +126,7 @@ class World:
         await client.create_table(**create_table_request(table))
         settings = Settings(table_name=table, allowed_agents=frozenset({"driver", "translator", "assistant"}),
                             claim_lease_seconds=4, confirm_deadline_seconds=3, missing_agent_grace_seconds=6,
+                            stuck_agent_grace_seconds=6,
                             max_dispatch_attempts=3, livekit_api_key="k", livekit_api_secret="s")
         rough = rng.random() < 0.7  # most schedules have faults; some are clean, to explore ordering alone
         livekit = LiveKitModel(baton, rng, clock, workers={"driver", "translator"}, faults=Faults(
@@ -134,6 +139,8 @@ class World:
                     [f"room-{seed}-{i}" for i in range(rng.choice((1, 1, 2)))],
                     WITH_UNSERVED if rng.random() < 0.2 else METADATA)
         livekit.on_delete_present = world._deleted_a_present_agent
+        world.connections = random.Random(f"connections-{seed}")
+        world.failing_connections = 1 / 3 if world.connections.random() < 1 / 2 else 0.0
         return world
 
     async def close(self, client: Any) -> None:
@@ -175,7 +182,9 @@ class World:
         elif choice < 0.36 and lk.webhooks:
             lk.webhooks.pop(rng.randrange(len(lk.webhooks)))  # older than 30 s in its queue: dropped
         elif choice < 0.48 and lk.jobs:
-            lk.agent_joins(rng.choice(lk.jobs))
+            # (Whether its media connection fails is drawn apart, so the main draws, and the
+            # schedules of seeds kept before connections could fail, stay what they were.)
+            lk.agent_joins(rng.choice(lk.jobs), active=self.connections.random() >= self.failing_connections)
         elif choice < 0.56:
             lk.person_joins(rng.choice(self.room_names), rng.choice(PEOPLE))
         elif choice < 0.60:
