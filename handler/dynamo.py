@@ -46,11 +46,7 @@ from .table import (
     TTL_ATTRIBUTE,
     room_pk,
 )
-
-
-def iso(ts: float) -> str:
-    """A sortable UTC timestamp with milliseconds: 2026-11-21T11:45:17.336Z."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+from .timestamps import epoch, iso
 
 
 class DynamoStore:
@@ -659,11 +655,7 @@ def _new_presence(planned: PlannedDispatch, existing: SlotRecord) -> bool:
     if existing.settled_as_of_ms:
         return planned.participant_joined_ms >= existing.settled_as_of_ms
     settled_at = existing.settled_at
-    return bool(settled_at) and planned.participant_joined_ms > _iso_ms(settled_at)
-
-
-def _iso_ms(timestamp: str) -> int:
-    return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1000)
+    return bool(settled_at) and planned.participant_joined_ms > int(epoch(settled_at) * 1000)
 
 
 def _days_since(since: float, now: float) -> Iterable[str]:

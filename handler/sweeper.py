@@ -42,6 +42,7 @@ from .observability import Metrics
 from .outcomes import SlotOutcome, Source
 from .pipeline import Outcome, Pipeline
 from .records import SlotRecord
+from .timestamps import epoch
 from .wire import DISPATCH_ID_ATTRIBUTE
 
 log = logging.getLogger("switchboard.sweeper")
@@ -133,9 +134,9 @@ class Sweeper:
         attempts = record.attempts or 1  # (a record without attempts was never claimed: its first)
         if status == Status.CLAIMED and record.lease_expires_at > now:
             return report.add("claim_in_progress", record)
-        if status == Status.FAILED and now < _parse(record.failed_at) + self._wait(attempts):
+        if status == Status.FAILED and now < epoch(record.failed_at) + self._wait(attempts):
             return report.add("backing_off", record)
-        if status == Status.DISPATCHED and now < _parse(record.dispatched_at) + self._wait(attempts):
+        if status == Status.DISPATCHED and now < epoch(record.dispatched_at) + self._wait(attempts):
             return report.add("awaiting_join", record)
         if status not in (Status.CLAIMED, Status.FAILED, Status.DISPATCHED):
             return
@@ -306,7 +307,7 @@ class Sweeper:
         # under the same identity is not this one.
         present = {p.sid for p in participants} | {f"identity:{p.identity}" for p in participants}
         for record in (await self.store.load_slots(room.sid)).values():
-            if record.status != Status.JOINED or _parse(record.joined_at) >= looked_at:
+            if record.status != Status.JOINED or epoch(record.joined_at) >= looked_at:
                 continue  # (a join newer than the list of participants is not missing from it)
             seen = record.agent_sid or f"identity:{record.agent_identity}"
             if seen in present:
@@ -386,12 +387,4 @@ def _why_not_joined(record: SlotRecord, jobs: list[Any], deadline: float,
     if errors:
         return f"the {agent} job failed: {errors[-1]}"
     return f"the {agent} agent did not join within {deadline:g} s of its dispatch"
-
-
-def _parse(timestamp: str) -> float:
-    if not timestamp:
-        return 0.0
-    from datetime import datetime
-
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from ..claims import Status
+from ..timestamps import epoch
 from .timeline import clock, slot_label
 
 
 def _ms_between(start: str, end: str) -> int | None:
     try:
-        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+        return round((epoch(end) - epoch(start)) * 1000) if start and end else None
     except ValueError:
         return None
-    return round((b - a).total_seconds() * 1000)
 
 
 def _at(at: str) -> str:
