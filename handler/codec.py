@@ -13,6 +13,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from .outcomes import Source
 from .policy import Rule
 from .records import EventRecord, LogRecord, SlotRecord, Status
 from .table import PENDING_ATTRIBUTE
@@ -86,7 +87,7 @@ def expression_values(**values: Any) -> dict[str, Any]:
 # --- the translator: items as read (decoded) to typed records
 
 _SLOT_FIELDS = frozenset(f.name for f in dataclass_fields(SlotRecord)) - {"status", "rule", "stored"}
-_EVENT_FIELDS = frozenset(f.name for f in dataclass_fields(EventRecord)) - {"stored"}
+_EVENT_FIELDS = frozenset(f.name for f in dataclass_fields(EventRecord)) - {"source", "stored"}
 
 
 def slot_record(stored: dict[str, Any]) -> SlotRecord:
@@ -97,7 +98,9 @@ def slot_record(stored: dict[str, Any]) -> SlotRecord:
 
 def event_record(stored: dict[str, Any]) -> EventRecord:
     """An event item, decoded, as an EventRecord."""
-    return EventRecord(stored=stored, **{k: v for k, v in stored.items() if k in _EVENT_FIELDS})
+    # (An event recorded before sources were, has none: it was a webhook's.)
+    return EventRecord(source=Source(stored.get("source") or Source.WEBHOOK), stored=stored,
+                       **{k: v for k, v in stored.items() if k in _EVENT_FIELDS})
 
 
 def slot_or_none(stored: dict[str, Any]) -> SlotRecord | None:

@@ -547,4 +547,4 @@ class Pipeline:
             participant_identity=participant.identity if participant else "",
             participant_kind=participant_kind(participant) if participant else "",
             event_created_at=int(event.created_at),
-            decision=decision.summary(), outcome=outcome.as_dict(), source=source.value)
+            decision=decision.summary(), outcome=outcome.as_dict(), source=source)

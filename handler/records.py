@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .outcomes import Source
 from .policy import PlannedDispatch, Rule
 from .wire import JOB_METADATA_KEYS
 
@@ -146,8 +147,8 @@ class EventRecord:
     event_created_at: int = 0
     decision: Mapping[str, Any] = field(default_factory=dict)
     outcome: Mapping[str, Any] = field(default_factory=dict)
-    # "webhook", or "sweep" for an event the sweeper rebuilt from LiveKit's state.
-    source: str = ""
+    # Delivered by LiveKit, or rebuilt by the sweeper from LiveKit's state.
+    source: Source = Source.WEBHOOK
     project: str = ""
     # As stored: the first delivery's time, the latest's, the 200's, and the number of deliveries.
     created_at: str = ""
@@ -162,7 +163,7 @@ class EventRecord:
         return {"event_id": self.event_id, "event_type": self.event_type, "room_name": self.room_name,
                 "room_sid": self.room_sid, "participant_identity": self.participant_identity,
                 "participant_kind": self.participant_kind, "event_created_at": self.event_created_at,
-                "decision": dict(self.decision), "outcome": dict(self.outcome), "source": self.source}
+                "decision": dict(self.decision), "outcome": dict(self.outcome), "source": self.source.value}
 
 
 # What the log's queries return: a slot's record, or an event's.
