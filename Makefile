@@ -8,7 +8,7 @@ SAM_VERSION := 1.170.0
 SAM_DIR := infra/.cache/sam-$(SAM_VERSION)
 SAM := $(SAM_DIR)/bin/sam
 
-.PHONY: setup tools python fetch sam py313 dev demo lint test test-py313 image image-warm image-test soak bench bench-lambda \
+.PHONY: setup tools python fetch sam py313 dev demo lint test test-handlers test-py313 image image-warm image-test soak bench bench-lambda \
 	bundle build-WebhookFunction build-SweeperFunction explore
 
 setup: tools python fetch
@@ -56,16 +56,32 @@ lint: python
 # run beside them once the venv is there, and a finding stops make test. The image is only
 # warmed there: its test builds it again (cached, seconds) and fails with the build's own
 # error if it cannot be built, so one broken build does not hide every other test's result.
+#
+# Then the suite in two parts (tests/handler_only.py sorts them). First what runs workers,
+# real audio in real time, the SAM CLI and cfn-lint, alone: the machine is theirs. Then the
+# handler's tests on 3.11 and on 3.13 side by side (test-handlers): neither part runs a
+# worker, and one after the other they took 8 of the 30 minutes.
 test: tools
 	$(MAKE) --no-print-directory -j5 -O python lint fetch sam py313 image-warm
-	$(UV) run pytest
-	$(MAKE) --no-print-directory test-py313
+	$(UV) run pytest -p tests.handler_only --the-rest
+	$(MAKE) --no-print-directory test-handlers
+
+# The handler's tests on the venv's 3.11 and, on ports 1000 apart, on 3.13 (its report
+# follows, from infra/.cache/test-py313.log). Fails if either does.
+test-handlers: py313
+	@SWITCHBOARD_TEST_PORT_OFFSET=1000 infra/py313.sh run python3 -m pytest $(HANDLER_TESTS) \
+		>infra/.cache/test-py313.log 2>&1 & on313=$$!; \
+	$(UV) run pytest $(HANDLER_TESTS); rc311=$$?; \
+	wait $$on313; rc313=$$?; \
+	echo "--- the handler's tests on CPython 3.13 (infra/.cache/test-py313.log)"; cat infra/.cache/test-py313.log; \
+	[ $$rc311 -eq 0 ] && [ $$rc313 -eq 0 ]
+HANDLER_TESTS = -p tests.handler_only --ignore=tests/worker tests
 
 # The handler's tests on Debian trixie's CPython 3.13 (infra/py313.sh): all but those needing a
 # livekit-agents worker (the worker stays on 3.11), cfn-lint's CLI or the SAM CLI (test_bundle.py
 # runs 3.13 on the bundle itself); tests/handler_only.py names them.
 test-py313: py313
-	infra/py313.sh run python3 -m pytest -p tests.handler_only --ignore=tests/worker tests
+	infra/py313.sh run python3 -m pytest $(HANDLER_TESTS)
 
 # The AWS SAM CLI in a venv of its own, its closure pinned and hashed: its pins are not the project's.
 sam: $(SAM)

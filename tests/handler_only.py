@@ -1,6 +1,10 @@
 """pytest plugin for the handler's runtime alone (`make test-py313`: CPython 3.13, no worker installed).
 
-    pytest -p tests.handler_only tests/
+    pytest -p tests.handler_only --ignore=tests/worker tests/   the handler's tests
+    pytest -p tests.handler_only --the-rest tests/               everything else, tests/worker's too
+
+`make test` runs the rest first, alone (its tests run workers, and real audio in real time:
+the machine is theirs), then the handler's tests on 3.11 and on 3.13 side by side.
 
 Deselects, by reading each test's own source, what needs more than the handler:
 a livekit-agents worker (`start_test_agent`, `worker.` imports: the worker stays
@@ -34,7 +38,14 @@ WORKER_MODULE = re.compile(r"^(from livekit import [^\n]*\brtc\b|import livekit\
 ignored_modules: list[str] = []
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--the-rest", action="store_true",
+                     help="run what the handler-only selection leaves out, and only that")
+
+
 def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None:
+    if config.getoption("--the-rest"):
+        return None
     if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
         if WORKER_MODULE.search(collection_path.read_text()):
             ignored_modules.append(str(collection_path.relative_to(config.rootpath)))
@@ -55,7 +66,17 @@ def why_not_here(item: pytest.Item) -> str | None:
     return next((why for why, pattern in NEEDS_MORE.items() if pattern.search(source)), None)
 
 
+def _the_workers(item: pytest.Item) -> bool:
+    """A test of tests/worker, or of a module that imports the agents' SDK."""
+    return item.path.parent.name == "worker" or bool(WORKER_MODULE.search(item.path.read_text()))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--the-rest"):
+        rest = [item for item in items if _the_workers(item) or why_not_here(item)]
+        config.hook.pytest_deselected(items=[item for item in items if item not in rest])
+        items[:] = rest
+        return
     kept, dropped = [], []
     for item in items:
         why = why_not_here(item)
