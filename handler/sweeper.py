@@ -175,7 +175,7 @@ class Sweeper:
             # Removed before the slot is dispatched again: it holds the identity, and the room
             # would never empty while it stays (seen in the soak, issue 12).
             for p in stuck:
-                await self.livekit.remove_participant(record.room_name, p.identity)
+                await self._remove_if_still_stuck(record.room_name, p)
             why = _never_active(stuck[0], jobs)
         else:
             seen = None if jobs else await self._last_join(record.agent_name)
@@ -200,6 +200,17 @@ class Sweeper:
         records = await self.store.query_log(agent=agent_name, since=self.clock() - 3600, limit=50)
         return max((r for r in records if isinstance(r, SlotRecord) and r.joined_at), key=lambda r: r.joined_at,
                    default=None)
+
+    async def _remove_if_still_stuck(self, room_name: str, stuck: ParticipantInfo) -> bool:
+        """RemoveParticipant takes an identity, and workers reuse identities: look again just
+        before, and remove only while that identity is still this very session, not active.
+        (A narrower window, not none: the explorer found a healthy agent removed when the stuck
+        session left and a new agent took its identity between the look and the removal.)"""
+        now = {p.identity: p for p in await self.livekit.participants(room_name)}.get(stuck.identity)
+        if now is None or now.sid != stuck.sid or now.state == ParticipantInfo.State.ACTIVE:
+            return False
+        await self.livekit.remove_participant(room_name, stuck.identity)
+        return True
 
     def _may_still_connect(self, participant: ParticipantInfo) -> bool:
         return self.clock() - participant.joined_at < self.settings.stuck_agent_grace_seconds
@@ -282,7 +293,8 @@ class Sweeper:
             dispatch_id = p.attributes[DISPATCH_ID_ATTRIBUTE]
             if dispatch_id in awaited:
                 continue
-            await self.livekit.remove_participant(room.name, p.identity)
+            if not await self._remove_if_still_stuck(room.name, p):
+                continue
             report.add("stuck_agent_removed", None, f"{p.identity} ({p.sid}) of dispatch {dispatch_id}: connected "
                        f"at {p.joined_at}, never active", room=room)
 
