@@ -76,11 +76,7 @@ class LiveKitDispatcher:
         Any other refusal (a key LiveKit no longer accepts) is: the caller must not go on
         to create a second dispatch beside one it could not delete.
         """
-        try:
-            await self._call(self._client().agent_dispatch.delete_dispatch(dispatch_id, room_name))
-        except LiveKitRejected as exc:
-            if exc.status != 404:
-                raise
+        await self._call_unless_gone(self._client().agent_dispatch.delete_dispatch(dispatch_id, room_name))
 
     async def participants(self, room_name: str) -> list[Any]:
         from livekit.protocol.room import ListParticipantsRequest
@@ -92,12 +88,8 @@ class LiveKitDispatcher:
         """Disconnect a participant; one already gone is not an error."""
         from livekit.protocol.room import RoomParticipantIdentity
 
-        try:
-            await self._call(self._client().room.remove_participant(
-                RoomParticipantIdentity(room=room_name, identity=identity)))
-        except LiveKitRejected as exc:
-            if exc.status != 404:
-                raise
+        await self._call_unless_gone(self._client().room.remove_participant(
+            RoomParticipantIdentity(room=room_name, identity=identity)))
 
     async def rooms(self) -> list[Any]:
         from livekit.protocol.room import ListRoomsRequest
@@ -133,6 +125,14 @@ class LiveKitDispatcher:
             if any(job.state.participant_identity == identity for job in dispatch.state.jobs):
                 return str(dispatch.id)
         return None
+
+    async def _call_unless_gone(self, coro: Any) -> None:
+        """A removal: what it removes being gone already (404) is its outcome, not an error."""
+        try:
+            await self._call(coro)
+        except LiveKitRejected as exc:
+            if exc.status != 404:
+                raise
 
     async def _call(self, coro: Any) -> Any:
         from livekit.api import TwirpError

@@ -174,8 +174,7 @@ class Sweeper:
         if stuck:
             # Removed before the slot is dispatched again: it holds the identity, and the room
             # would never empty while it stays (seen in the soak, issue 12).
-            for p in stuck:
-                await self._remove_if_still_stuck(record.room_name, p)
+            await self._remove_still_stuck(record.room_name, stuck)
             why = _never_active(stuck[0], jobs)
         else:
             seen = None if jobs else await self._last_join(record.agent_name)
@@ -201,16 +200,21 @@ class Sweeper:
         return max((r for r in records if isinstance(r, SlotRecord) and r.joined_at), key=lambda r: r.joined_at,
                    default=None)
 
-    async def _remove_if_still_stuck(self, room_name: str, stuck: ParticipantInfo) -> bool:
-        """RemoveParticipant takes an identity, and workers reuse identities: look again just
-        before, and remove only while that identity is still this very session, not active.
+    async def _remove_still_stuck(self, room_name: str, stuck: list[ParticipantInfo]) -> list[ParticipantInfo]:
+        """Remove the sessions in `stuck` that are still there as they were; returns those removed.
+
+        RemoveParticipant takes an identity, and workers reuse identities: look again just
+        before, and remove an identity only while it is still that very session, not active.
         (A narrower window, not none: the explorer found a healthy agent removed when the stuck
         session left and a new agent took its identity between the look and the removal.)"""
-        now = {p.identity: p for p in await self.livekit.participants(room_name)}.get(stuck.identity)
-        if now is None or now.sid != stuck.sid or now.state == ParticipantInfo.State.ACTIVE:
-            return False
-        await self.livekit.remove_participant(room_name, stuck.identity)
-        return True
+        now = {p.identity: p for p in await self.livekit.participants(room_name)}
+        removed = []
+        for p in stuck:
+            there = now.get(p.identity)
+            if there is not None and there.sid == p.sid and there.state != ParticipantInfo.State.ACTIVE:
+                await self.livekit.remove_participant(room_name, p.identity)
+                removed.append(p)
+        return removed
 
     def _may_still_connect(self, participant: ParticipantInfo) -> bool:
         return self.clock() - participant.joined_at < self.settings.stuck_agent_grace_seconds
@@ -289,14 +293,10 @@ class Sweeper:
             return
         slots = await self.store.load_slots(room.sid)
         awaited = {r.dispatch_id for r in slots.values() if r.status == Status.DISPATCHED}
-        for p in stuck:
-            dispatch_id = p.attributes[DISPATCH_ID_ATTRIBUTE]
-            if dispatch_id in awaited:
-                continue
-            if not await self._remove_if_still_stuck(room.name, p):
-                continue
-            report.add("stuck_agent_removed", None, f"{p.identity} ({p.sid}) of dispatch {dispatch_id}: connected "
-                       f"at {p.joined_at}, never active", room=room)
+        unclaimed = [p for p in stuck if p.attributes[DISPATCH_ID_ATTRIBUTE] not in awaited]
+        for p in await self._remove_still_stuck(room.name, unclaimed) if unclaimed else []:
+            report.add("stuck_agent_removed", None, f"{p.identity} ({p.sid}) of dispatch "
+                       f"{p.attributes[DISPATCH_ID_ATTRIBUTE]}: connected at {p.joined_at}, never active", room=room)
 
     async def _reconcile_room(self, room: Room, report: SweepReport, metrics: Metrics) -> None:
         outcome = await self.pipeline.handle(

@@ -16,8 +16,10 @@ names them, so nothing is left out quietly.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
+from pathlib import Path
 
 import pytest
 
@@ -66,14 +68,15 @@ def why_not_here(item: pytest.Item) -> str | None:
     return next((why for why, pattern in NEEDS_MORE.items() if pattern.search(source)), None)
 
 
-def _the_workers(item: pytest.Item) -> bool:
-    """A test of tests/worker, or of a module that imports the agents' SDK."""
-    return item.path.parent.name == "worker" or bool(WORKER_MODULE.search(item.path.read_text()))
+@functools.cache
+def _the_workers(path: Path) -> bool:
+    """tests/worker, or a module that imports the agents' SDK (read once per module, not per test)."""
+    return path.parent.name == "worker" or bool(WORKER_MODULE.search(path.read_text()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--the-rest"):
-        rest = [item for item in items if _the_workers(item) or why_not_here(item)]
+        rest = [item for item in items if _the_workers(item.path) or why_not_here(item)]
         config.hook.pytest_deselected(items=[item for item in items if item not in rest])
         items[:] = rest
         return
