@@ -50,7 +50,12 @@ log = logging.getLogger("switchboard.worker")
 VAD_MIN_SILENCE_SECONDS = 0.8
 VAD_SAMPLE_RATE: Final = 16000  # one of the two rates Silero takes
 MIC_SAMPLE_RATE = 48000
-MIC_FRAME_MS = 10
+MIC_FRAME_MS = 10  # an unqueued source takes exactly 10 ms a frame
+# After each line: what the listener's VAD needs to call the speech ended, and a margin.
+TRAILING_SILENCE_FRAMES = int((VAD_MIN_SILENCE_SECONDS + 0.7) * 1000) // MIC_FRAME_MS
+# The counterpart's audio as it reaches the VAD, which takes any frame size: every frame is
+# one FFI event, delivered (see Microphone) to every subscriber in the process.
+LISTEN_FRAME_MS = 50
 TRANSCRIPTION_TOPIC = "lk.transcription"
 
 
@@ -91,8 +96,14 @@ class Turns:
 
 
 class Microphone:
-    """Our published audio track. Always on, as a radio's carrier: silence between
-    lines keeps frames flowing, so the listener's VAD sees each line end."""
+    """Our published audio track, keyed like a radio's: on for a line and the silence after
+    it (long enough for the listener's VAD to hear the line end), off between lines.
+
+    Off, not a carrier of silence: an unqueued source takes one 10 ms frame per FFI round
+    trip, and rtc 1.1.21 fans every FFI event out to every subscriber in the process under
+    one lock. A worker of job threads spent most of its CPU there, whether or not anyone
+    spoke (one drill room: ~29% of a core per worker; five rooms filled both cores).
+    """
 
     def __init__(self, tts: agents_tts.TTS[Any]) -> None:
         self._tts = tts
@@ -158,18 +169,20 @@ class Microphone:
             await asyncio.sleep(max(0.0, due - loop.time()))
 
         while True:
-            try:
-                frames, done = self._lines.get_nowait()
-            except asyncio.QueueEmpty:
-                await send(silence)
-                continue
+            frames, done = await self._lines.get()
+            due = max(due, loop.time())  # the schedule starts again after a pause
             try:
                 for frame in frames:
                     await send(frame)
             finally:
-                # Silence follows straight on: a gap in the frames would be a gap on the wire.
                 if not done.done():
                     done.set_result(None)
+            # Silence follows straight on, so the listener's VAD hears the line end; a next
+            # line queued meanwhile goes on at once.
+            for _ in range(TRAILING_SILENCE_FRAMES):
+                if not self._lines.empty():
+                    break
+                await send(silence)
 
     async def aclose(self) -> None:
         try:
@@ -187,7 +200,7 @@ class Ears:
         self._speaker = speaker
         self._audio = rtc.AudioStream.from_participant(
             participant=speaker, track_source=rtc.TrackSource.SOURCE_MICROPHONE,
-            sample_rate=VAD_SAMPLE_RATE, num_channels=1)
+            sample_rate=VAD_SAMPLE_RATE, num_channels=1, frame_size_ms=LISTEN_FRAME_MS)
         self._vad_stream = vad.stream()
         self._forward = asyncio.create_task(self._pump(), name="ears-pump")
         # Agents connect without auto-subscribe: subscribe to this one microphone only.
