@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.protocol.models import DisconnectReason, ParticipantInfo, Room
+from livekit.protocol.models import DisconnectReason
 from livekit.protocol.webhook import WebhookEvent
 
 from .claims import (
@@ -37,9 +37,9 @@ from .policy import (
     Action,
     Decision,
     PlannedDispatch,
-    Rule,
     decide,
     participant_kind,
+    why_not_wanted,
 )
 from .records import EventRecord, SlotRecord
 from .settings import DEFAULT_PROJECT, Project, Settings
@@ -495,7 +495,7 @@ class Pipeline:
         if room is None or room.sid != planned.room_sid:
             not_wanted = "the room session is over"
         else:
-            not_wanted = self._why_not_wanted(room, planned, present)
+            not_wanted = why_not_wanted(planned, room, present, self.routing, self.settings)
         if not_wanted:
             # As of the look, not of the write: someone who joined after it is a new presence.
             settled = await self.store.settle(record, Status.ENDED, f"{why}; not dispatched again: {not_wanted}",
@@ -514,23 +514,6 @@ class Pipeline:
         if await self.store.settle(record, Status.FAILED, f"{why}; gave up after {attempts} attempt(s)"):
             metrics.add("DispatchFailures", 1)
         return True
-
-    def _why_not_wanted(self, room: Room, planned: PlannedDispatch, present: list[ParticipantInfo]) -> str:
-        """Why the room no longer wants the slot; "" while its metadata (and, for a
-        participant rule, someone there now) still asks for it."""
-        if planned.rule is Rule.AGENTS:
-            probes = [WebhookEvent(event="room_started", room=room)]
-        else:
-            # The rule decides again on the people there now, with their real kinds.
-            people = [p for p in present if p.kind != ParticipantInfo.Kind.AGENT
-                      and (not planned.participant_identity or p.identity == planned.participant_identity)]
-            if not people:
-                return f"{planned.participant_identity} has left too" if planned.participant_identity \
-                    else "nobody is left in the room"
-            probes = [WebhookEvent(event="participant_joined", room=room, participant=p) for p in people]
-        if any(p.slot == planned.slot for probe in probes for p in decide(probe, self.routing, self.settings).planned):
-            return ""
-        return f"the room's metadata no longer asks for {planned.slot}"
 
     # --- the event record ---------------------------------------------------
 

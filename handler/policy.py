@@ -7,11 +7,12 @@ so every branch is a unit test, and the same decision is what the log records.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.models import ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
 from .contract import AgentPlan, MetadataError, MetadataNotJson, Routing, parse_room_metadata
@@ -165,6 +166,26 @@ def decide(event: WebhookEvent, routing: Routing, settings: Settings, *, trigger
         what = "room_started" if kind == "room_started" else f"a {participant_kind(event.participant)} participant"
         return Decision(Action.IGNORE, f"no rule applies to {what}")
     return _screen(planned, settings)
+
+
+def why_not_wanted(planned: PlannedDispatch, room: Room, present: Iterable[ParticipantInfo],
+                   routing: Routing, settings: Settings) -> str:
+    """Why the room, as it is now, no longer wants `planned`'s slot; "" while its metadata
+    (and, for a participant rule, someone there now) still asks for it. The same decision as
+    the events that planned it: room_started for a room agent, each person's join for a
+    participant rule, decided again on the people there now with their real kinds."""
+    if planned.rule is Rule.AGENTS:
+        probes = [WebhookEvent(event="room_started", room=room)]
+    else:
+        people = [p for p in present if p.kind != ParticipantInfo.Kind.AGENT
+                  and (not planned.participant_identity or p.identity == planned.participant_identity)]
+        if not people:
+            return f"{planned.participant_identity} has left too" if planned.participant_identity \
+                else "nobody is left in the room"
+        probes = [WebhookEvent(event="participant_joined", room=room, participant=p) for p in people]
+    if any(p.slot == planned.slot for probe in probes for p in decide(probe, routing, settings).planned):
+        return ""
+    return f"the room's metadata no longer asks for {planned.slot}"
 
 
 def _plan(event: WebhookEvent, plan: AgentPlan, trigger: str) -> list[PlannedDispatch]:

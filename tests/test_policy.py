@@ -1,10 +1,11 @@
 import json
 
 from google.protobuf.json_format import ParseDict
+from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
 from handler.contract import Routing
-from handler.policy import Action, Rule, decide
+from handler.policy import Action, Rule, decide, why_not_wanted
 from handler.settings import Settings
 from tests.webhooks import event, participant
 
@@ -170,3 +171,44 @@ def test_a_participant_plan_carries_its_presence():
     who = participant("alice")
     d = decide(ev("participant_joined", {"on_participant_joined": [{"name": "translator"}]}, who), ROUTING, SETTINGS)
     assert d.planned[0].participant_sid == who["sid"] and d.planned[0].participant_joined_ms > 0
+
+
+def _room_and_people(metadata, *people):
+    e = ev("participant_joined", metadata, people[0] if people else participant("x"))
+    present = [ParseDict(p, ParticipantInfo()) for p in people]
+    return e.room, present
+
+
+def test_a_room_agent_is_still_wanted_while_the_metadata_names_it():
+    meta = {"agents": [{"name": "driver"}]}
+    [planned] = decide(ev("room_started", meta), ROUTING, SETTINGS).planned
+    room, present = _room_and_people(meta)
+    assert why_not_wanted(planned, room, present, ROUTING, SETTINGS) == ""
+    room, present = _room_and_people({"agents": [{"name": "dispatcher"}]})
+    assert why_not_wanted(planned, room, present, ROUTING, SETTINGS) == \
+        "the room's metadata no longer asks for DISPATCH#driver"
+
+
+def test_a_per_participant_agent_is_wanted_while_its_participant_is_there_as_a_kind_the_rule_takes():
+    meta = {"on_participant_joined": [{"name": "translator", "per": "participant", "kinds": ["sip"]}]}
+    [planned] = decide(ev("participant_joined", meta, participant("phone", "sip")), ROUTING, SETTINGS).planned
+    room, present = _room_and_people(meta, participant("phone", "sip"), participant("alice"))
+    assert why_not_wanted(planned, room, present, ROUTING, SETTINGS) == ""
+    room, present = _room_and_people(meta, participant("alice"))
+    assert why_not_wanted(planned, room, present, ROUTING, SETTINGS) == "phone has left too"
+    # The same identity back as another kind: the rule decides on the kind it has now.
+    room, present = _room_and_people(meta, participant("phone", "standard"))
+    assert why_not_wanted(planned, room, present, ROUTING, SETTINGS) == \
+        "the room's metadata no longer asks for DISPATCH#translator#P#phone"
+    # Agents are nobody a participant rule serves.
+    room, present = _room_and_people(meta, participant("phone", "agent"))
+    assert why_not_wanted(planned, room, present, ROUTING, SETTINGS) == "phone has left too"
+
+
+def test_a_per_room_participant_agent_is_wanted_while_anyone_it_serves_is_there():
+    meta = {"on_participant_joined": [{"name": "assistant", "per": "room"}]}
+    [planned] = decide(ev("participant_joined", meta, participant("alice")), ROUTING, SETTINGS).planned
+    room, present = _room_and_people(meta, participant("bob"))
+    assert why_not_wanted(planned, room, present, ROUTING, SETTINGS) == ""
+    room, present = _room_and_people(meta)
+    assert why_not_wanted(planned, room, present, ROUTING, SETTINGS) == "nobody is left in the room"
