@@ -132,6 +132,14 @@ class DispatchStore(Protocol):
         """Write on the slot that a dispatch carrying it, not its own, was deleted."""
         ...
 
+    async def note_removal(self, room_sid: str, identity: str, sid: str) -> None:
+        """Before RemoveParticipant (which takes an identity): the session under it meant."""
+        ...
+
+    async def removal_aimed_at(self, room_sid: str, identity: str) -> str | None:
+        """The sid the sweeper lately meant to remove under `identity`, if any."""
+        ...
+
     async def record_event(self, event: EventRecord, *, received_at: float, answered: bool) -> None: ...
 
     async def replay_event(self, pk: str, sk: str) -> EventRecord | None:

@@ -44,9 +44,14 @@ from .table import (
     SESSION_SK,
     SK,
     TTL_ATTRIBUTE,
+    removal_sk,
     room_pk,
 )
 from .timestamps import epoch, iso
+
+# How long a removal note answers for its identity: the removed session's participant_left
+# comes within seconds, and LiveKit drops a webhook it could not send within 30 s.
+REMOVAL_NOTE_SECONDS = 60.0
 
 
 class DynamoStore:
@@ -489,6 +494,28 @@ class DynamoStore:
             UpdateExpression="SET orphans = list_append(if_not_exists(orphans, :none), :note)",
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues=expression_values(none=[], note=[note]))
+
+    async def note_removal(self, room_sid: str, identity: str, sid: str) -> None:
+        """Write, before RemoveParticipant, which session under `identity` the sweeper removes.
+
+        RemoveParticipant takes an identity, and workers reuse identities: should another
+        session have taken it in between, LiveKit removes that one instead, and its departure
+        (PARTICIPANT_REMOVED, which otherwise means someone meant it) must not end its slot.
+        """
+        now = self._clock()
+        item = {PK: self.room_pk(room_sid), SK: removal_sk(identity), "participant_sid": sid,
+                "noted_at": iso(now), "until": now + REMOVAL_NOTE_SECONDS, "record_type": "removal",
+                TTL_ATTRIBUTE: int(now + REMOVAL_NOTE_SECONDS), **self._project_fields()}
+        await self._call("put_item", Item=to_item(storable(item)))
+
+    async def removal_aimed_at(self, room_sid: str, identity: str) -> str | None:
+        """The sid of the session under `identity` the sweeper lately removed, or None."""
+        response = await self._call("get_item", Key=to_item({PK: self.room_pk(room_sid), SK: removal_sk(identity)}),
+                                    ConsistentRead=True)
+        item = from_item(response.get("Item") or {})
+        if not item or float(item["until"]) < self._clock():
+            return None
+        return str(item["participant_sid"])
 
     async def replay_event(self, pk: str, sk: str) -> EventRecord | None:
         """A re-delivered event's record, if its first handling was answered 200; else None.

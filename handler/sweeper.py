@@ -174,7 +174,7 @@ class Sweeper:
         if stuck:
             # Removed before the slot is dispatched again: it holds the identity, and the room
             # would never empty while it stays (seen in the soak, issue 12).
-            await self._remove_still_stuck(record.room_name, stuck)
+            await self._remove_still_stuck(record.room_name, record.room_sid, stuck)
             why = _never_active(stuck[0], jobs)
         else:
             seen = None if jobs else await self._last_join(record.agent_name)
@@ -200,18 +200,23 @@ class Sweeper:
         return max((r for r in records if isinstance(r, SlotRecord) and r.joined_at), key=lambda r: r.joined_at,
                    default=None)
 
-    async def _remove_still_stuck(self, room_name: str, stuck: list[ParticipantInfo]) -> list[ParticipantInfo]:
+    async def _remove_still_stuck(self, room_name: str, room_sid: str,
+                                  stuck: list[ParticipantInfo]) -> list[ParticipantInfo]:
         """Remove the sessions in `stuck` that are still there as they were; returns those removed.
 
         RemoveParticipant takes an identity, and workers reuse identities: look again just
         before, and remove an identity only while it is still that very session, not active.
-        (A narrower window, not none: the explorer found a healthy agent removed when the stuck
-        session left and a new agent took its identity between the look and the removal.)"""
+        That narrows the window without closing it (the explorer found a healthy agent removed
+        when the stuck session left and a new agent took its identity between the look and
+        the removal), so the sid meant is noted first: a PARTICIPANT_REMOVED of any other
+        session under the identity is then no intended departure, and its slot is dispatched
+        again (pipeline._agent_left)."""
         now = {p.identity: p for p in await self.livekit.participants(room_name)}
         removed = []
         for p in stuck:
             there = now.get(p.identity)
             if there is not None and there.sid == p.sid and there.state != ParticipantInfo.State.ACTIVE:
+                await self.store.note_removal(room_sid, p.identity, p.sid)
                 await self.livekit.remove_participant(room_name, p.identity)
                 removed.append(p)
         return removed
@@ -294,7 +299,7 @@ class Sweeper:
         slots = await self.store.load_slots(room.sid)
         awaited = {r.dispatch_id for r in slots.values() if r.status == Status.DISPATCHED}
         unclaimed = [p for p in stuck if p.attributes[DISPATCH_ID_ATTRIBUTE] not in awaited]
-        for p in await self._remove_still_stuck(room.name, unclaimed) if unclaimed else []:
+        for p in await self._remove_still_stuck(room.name, room.sid, unclaimed) if unclaimed else []:
             report.add("stuck_agent_removed", None, f"{p.identity} ({p.sid}) of dispatch "
                        f"{p.attributes[DISPATCH_ID_ATTRIBUTE]}: connected at {p.joined_at}, never active", room=room)
 

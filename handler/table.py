@@ -9,6 +9,8 @@ Layout (single table):
     pk = "ROOM#<room sid>"  sk = "DISPATCH#<agent>#P#<identity>"    a per-participant slot
     pk = "ROOM#<room sid>"  sk = "SESSION"                          the room session's counters
     pk = "ROOM#<room sid>"  sk = "EVENT#<event id>"                 one received webhook
+    pk = "ROOM#<room sid>"  sk = "REMOVAL#<identity>"               the session under that identity
+                                                                    the sweeper is removing
 
 A room sid names one session of a room, so slots never leak across sessions of
 a reused room name. Several LiveKit projects share the table: a project other than
@@ -109,3 +111,7 @@ SESSION_SK = "SESSION"
 
 def event_sk(event_id: str) -> str:
     return f"EVENT#{event_id}"
+
+
+def removal_sk(identity: str) -> str:
+    return f"REMOVAL#{identity}"

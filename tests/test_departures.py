@@ -106,6 +106,34 @@ async def test_an_agent_removed_by_an_operator_ends_its_slot(room, aws):
     assert record["status"] == "ENDED" and record["reason"] == f"agent {identity} left as intended (PARTICIPANT_REMOVED)"
 
 
+async def test_an_agent_removed_in_place_of_the_stuck_session_the_sweeper_meant_is_dispatched_again(room, aws,
+                                                                                                   sweeper):
+    """RemoveParticipant takes an identity: if a never-active session under it leaves, and a new
+    agent takes it, between the sweeper's last look and its removal, LiveKit removes the new
+    agent. The sweeper notes the sid it means first; any other session's PARTICIPANT_REMOVED
+    under that identity is then nobody's intent, and the slot gets an agent again."""
+    identity = await room.agent_joins()
+    await sweeper.store.note_removal(room.info.sid, identity, "PA_neveractive")
+
+    response = await room.agent_leaves(identity, "PARTICIPANT_REMOVED")
+
+    assert response.status_code == 200, response.text
+    record = slot(aws, room.name)
+    assert record["status"] == "DISPATCHED" and record["attempts"] == 2, record
+    assert record["redispatch_reason"] == (f"agent {identity} was removed in place of the never-active session "
+                                           f"PA_neveractive the sweeper removed under its identity")
+    assert len(await room.dispatch_ids()) == 1
+
+
+async def test_a_removal_the_sweeper_meant_for_another_identity_still_ends_an_operators_removal(room, aws, sweeper):
+    identity = await room.agent_joins()
+    await sweeper.store.note_removal(room.info.sid, "someone-else", "PA_neveractive")
+
+    await room.agent_leaves(identity, "PARTICIPANT_REMOVED")
+
+    assert slot(aws, room.name)["status"] == "ENDED"
+
+
 async def test_an_agent_whose_job_is_shut_down_under_it_is_dispatched_again(room, aws):
     """A worker shutting down, or a job LiveKit has ended, disconnects its agent "client
     initiated" too; without switchboard.done that is not the agent's intent."""

@@ -82,6 +82,7 @@ class LiveKitModel:
         self.creates = 0
         self.never_active = 0  # agents whose media connection failed
         self.removed = 0  # agents RemoveParticipant took out
+        self.removed_active = 0  # of them, active ones: another session's identity, taken meanwhile
         # Told (dispatch id, agent sid, room sid) before a delete removes an agent that is in its room.
         self.on_delete_present: Any = None
 
@@ -221,8 +222,11 @@ class LiveKitModel:
         if live is not None:
             for sid, agent in list(live.agents.items()):
                 if agent.participant.identity == identity:
-                    if self.on_delete_present is not None:
-                        await self.on_delete_present(agent.dispatch_id, sid, live.room.sid)
+                    # By identity, as LiveKit does: it may hit a healthy agent that took the identity
+                    # of the session the caller meant. Counted, not a violation in itself: the slot
+                    # must get its agent back (the world's end check), and the log must say why.
+                    if agent.participant.state == ParticipantInfo.State.ACTIVE:
+                        self.removed_active += 1
                     self._leave(live, sid, DisconnectReason.PARTICIPANT_REMOVED)
                     self.removed += 1
             for sid, person in list(live.people.items()):
