@@ -16,7 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .stack import CACHE, ROOT, Ports, Stack, handler_env, port_open
-from .workers import start_workers
+from .workers import is_worker, start_workers
+
+# A worker that exits is started again, as ECS starts a new task (an rtc panic ends the
+# whole process, every job in it: seen under load with job threads, issue 11), up to this
+# many times; anything else exiting stops the stack.
+WORKER_RESTARTS = 5
 
 # How often `make dev`'s sweeper passes: a dispatch LiveKit lost is re-dispatched within
 # about this plus the confirm deadline (SWITCHBOARD_CONFIRM_DEADLINE_SECONDS, 15 s).
@@ -72,18 +77,34 @@ Then, in another terminal, point the CLI at this stack (one line) and read what 
 
 Ctrl-C stops everything.""", flush=True)
         try:
-            while all(s.alive() for s in stack.services):
-                time.sleep(0.5)
-            dead = [s for s in stack.services if not s.alive()]
-            for s in dead:
-                print(f"{s.name} exited:\n{s.log_tail()}", file=sys.stderr)
-            return 1
+            return _watch(stack)
         except KeyboardInterrupt:
             # A second Ctrl-C must not cut the stop short (a traceback, servers left behind):
             # it is bounded anyway, SIGTERM then SIGKILL after 10 s.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             print("stopping…", flush=True)
             return 0
+
+
+def _watch(stack: Stack) -> int:
+    """Until a service exits: a worker is started again (WORKER_RESTARTS), anything else ends it all."""
+    restarts = 0
+    while True:
+        time.sleep(0.5)
+        dead = [s for s in stack.services if not s.alive()]
+        if not dead:
+            continue
+        workers = [s for s in dead if is_worker(s)]
+        if len(workers) < len(dead) or restarts + len(workers) > WORKER_RESTARTS:
+            for s in dead:
+                print(f"{s.name} exited:\n{s.log_tail()}", file=sys.stderr)
+            return 1
+        for s in workers:
+            restarts += 1
+            code = s.process.returncode if s.process else None
+            print(f"{s.name} exited (code {code}); started again, {restarts} of {WORKER_RESTARTS} restarts:\n"
+                  f"{s.log_tail(12)}", file=sys.stderr, flush=True)
+            s.start()
 
 
 def main(ports: Ports | None = None, run_dir: Path = CACHE / "run" / "dev") -> int:

@@ -30,6 +30,13 @@ LIGHT_ENV = {
 }
 
 
+WORKER_PREFIX = "worker-"
+
+
+def is_worker(service: Service) -> bool:
+    return service.name.startswith(WORKER_PREFIX)
+
+
 @dataclass(frozen=True)
 class WorkerCommand:
     name: str
@@ -53,7 +60,8 @@ def worker_commands(livekit_url: str, *, roles: Sequence[str] = ROLES, command: 
             **LIGHT_ENV,
             **(env or {}),
         }
-        commands.append(WorkerCommand(f"worker-{role}", [sys.executable, "-m", "worker", role, command], role_env))
+        argv = [sys.executable, "-m", "worker", role, command]
+        commands.append(WorkerCommand(f"{WORKER_PREFIX}{role}", argv, role_env))
     return commands
 
 

@@ -1,5 +1,5 @@
-"""`make dev` as a person uses it: the one line it prints points the CLI at the stack, and
-Ctrl-C stops it all quietly (no traceback, exit 0, so make has no error to report).
+"""`make dev` as a person uses it: the one line it prints points the CLI at the stack, a
+worker that dies is started again, and Ctrl-C stops it all quietly (no traceback, exit 0, so make has no error to report).
 
 It runs infra.dev's own entry point on a pseudo-terminal, on ports and a run
 directory of its own, and presses Ctrl-C the way a terminal does: SIGINT to the
@@ -16,8 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from infra.stack import CACHE, ROOT, Ports, port_open
+from infra.workers import REGISTERED
 
 _OFFSET = int(os.environ.get("SWITCHBOARD_TEST_PORT_OFFSET", "0"))
 PORTS = Ports(livekit=18300 + _OFFSET, livekit_rtc_tcp=18301 + _OFFSET, livekit_udp=18302 + _OFFSET,
@@ -48,6 +50,20 @@ def start_dev() -> tuple[int, int]:
         os.chdir(ROOT)
         os.execv(sys.executable, [sys.executable, "-c", code])
     return pid, fd
+
+
+def worker_pids(role: str) -> list[int]:
+    """This stack's worker of `role`, by the LiveKit URL in its environment (other stacks may run)."""
+    url = f"LIVEKIT_URL=ws://127.0.0.1:{PORTS.livekit}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if argv[1:4] == [b"-m", b"worker", role.encode()] and url in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def assert_all_stopped() -> None:
@@ -93,6 +109,19 @@ def test_make_dev_prints_one_export_line_and_stops_quietly_on_ctrl_c():
         done = subprocess.run(["bash", "-c", f"{line} && {sys.executable} -m handler.cli logs --json"],
                               cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+        # A worker that dies (an rtc panic takes the whole process) is started again; the stack stays up.
+        [driver] = worker_pids("driver")
+        os.killpg(driver, signal.SIGKILL)
+        read_until(fd, out, lambda: b"worker-driver exited (code -9); started again" in out, timeout=30)
+        assert b"worker-driver exited (code -9); started again, 1 of 5" in out, out.decode(errors="replace")
+        log = RUN_DIR / "worker-driver.log"
+        deadline = time.monotonic() + 120
+        while log.read_text(errors="replace").count(REGISTERED) < 2 and time.monotonic() < deadline:
+            read_until(fd, out, lambda: False, timeout=1)
+        assert log.read_text(errors="replace").count(REGISTERED) == 2, log.read_text(errors="replace")[-3000:]
+        assert worker_pids("driver") not in ([], [driver])
+        assert port_open(PORTS.livekit) and port_open(PORTS.handler)
 
         # Ctrl-C: the terminal's interrupt character, SIGINT to the foreground process group.
         # Then again while it stops, as an impatient person would: the stop still completes.
