@@ -47,6 +47,10 @@ def start_dev() -> tuple[int, int]:
             f"sys.exit(main(Ports(**{PORTS.__dict__!r}), Path({str(RUN_DIR)!r})))")
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session of its own on the terminal, as `make dev` in a shell
+        # A shell starts a foreground command with SIGINT at its default; the test run itself
+        # may have been started in the background, where SIGINT is inherited as ignored, and
+        # Python then installs no KeyboardInterrupt: Ctrl-C would reach nothing.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.chdir(ROOT)
         os.execv(sys.executable, [sys.executable, "-c", code])
     return pid, fd
