@@ -5,11 +5,14 @@ dispatcher and driver workers from infra/workers.py (local audio, jobs in thread
 rooms created through livekit-api as a backend would. One worker per agent name,
 so a job a worker turns down is lost to LiveKit: only the sweeper brings it back.
 
-1. Five rooms at once, each asking for both agents: every agent joins on its first
-   dispatch, with no sweeper running. Five, not more: ten drill rooms (20 agents with
-   real audio) fill both cores of the development machine, and an overloaded machine
-   then fails the test in ways that say nothing of capacity (late answers, VAD slower
-   than realtime, 15 s job ends); the README's sizing has the measurements.
+1. Ten rooms at once, each asking for both agents: every agent joins on its first
+   dispatch, with no sweeper running. The agents' scripts are empty: they join, publish
+   their microphones and listen through Silero VAD, as every drill agent does, but
+   nobody speaks. Ten talking drill rooms (20 agents speaking in real time) fill both
+   cores of the development machine, and an overloaded machine then fails the test in
+   ways that say nothing of capacity (late answers, VAD slower than realtime, 15 s job
+   ends: CI, twice); the README's sizing has the measurements. Talking drills are
+   tests/worker/test_worker_drill.py's and the end-to-end tests'.
 2. The same with the driver worker stopped (SIGSTOP) while the rooms are created, so
    it answers none of LiveKit's offers in time: no driver comes, and nothing retries
    while the sweeper is off. Once the worker runs again, one sweeper brings every
@@ -38,8 +41,9 @@ from tests.livekit_helpers import eventually, free_port, lk_api, named_dispatche
 
 pytestmark = pytest.mark.anyio
 
-ROOMS = 5
-METADATA = json.dumps({"agents": [{"name": role} for role in ROLES]})
+ROOMS = 10
+# Silent agents (an empty script): see the module's docstring.
+METADATA = json.dumps({"agents": [{"name": role, "metadata": {"script": []}} for role in ROLES]})
 # Bounds on waiting, never a measure: two workers, the servers and other sessions share two cores.
 JOIN_TIMEOUT = 120
 # A bound on waiting for a deleted room's jobs to end (they end at once: worker/server.py, _in_background).
