@@ -66,6 +66,10 @@ async def run_realtime(ctx: JobContext, persona: Persona, settings: WorkerSettin
     counterpart = await wait_for_counterpart(ctx.room, persona.role, persona.counterpart)
     session: AgentSession[None] = AgentSession(llm=realtime_model(persona, settings))
     session.on("error", partial(end_job_on_lost_model, ctx, persona))
+    # And if the session closes itself on an error (seen once in a fresh clone's run: its own
+    # close failed on the lost connection, and no unrecoverable "error" event came), the job
+    # ends too: an agent with no model holds its place in the room and the worker for nothing.
+    session.on("close", partial(end_job_on_closed_session, ctx, persona))
     await session.start(agent=Agent(instructions=instructions_for(persona)), room=ctx.room,
                         room_options=room_options(counterpart.identity))
     await ctx.room.local_participant.set_attributes({
@@ -88,4 +92,13 @@ def end_job_on_lost_model(ctx: JobContext, persona: Persona, event: Any) -> None
         return  # the plugin logs its retries itself
     log.error("realtime model connection lost for good; ending the job",
               extra={"role": persona.role, "error": type(error.error).__name__})
+    ctx.shutdown(reason=MODEL_LOST_REASON)
+
+
+def end_job_on_closed_session(ctx: JobContext, persona: Persona, event: Any) -> None:
+    """The session closed on an error: end the job (a normal close comes with the job's end)."""
+    if getattr(event, "error", None) is None:
+        return
+    log.error("realtime session closed on an error; ending the job",
+              extra={"role": persona.role, "error": type(event.error).__name__})
     ctx.shutdown(reason=MODEL_LOST_REASON)
