@@ -504,7 +504,7 @@ class DynamoStore:
         """
         now = self._clock()
         item = {PK: self.room_pk(room_sid), SK: removal_sk(identity), "participant_sid": sid,
-                "noted_at": iso(now), "until": now + REMOVAL_NOTE_SECONDS, "record_type": "removal",
+                "noted_at": iso(now), "record_type": "removal",
                 TTL_ATTRIBUTE: int(now + REMOVAL_NOTE_SECONDS), **self._project_fields()}
         await self._call("put_item", Item=to_item(storable(item)))
 
@@ -513,7 +513,8 @@ class DynamoStore:
         response = await self._call("get_item", Key=to_item({PK: self.room_pk(room_sid), SK: removal_sk(identity)}),
                                     ConsistentRead=True)
         item = from_item(response.get("Item") or {})
-        if not item or float(item["until"]) < self._clock():
+        # DynamoDB's TTL deletes late, so the expiry is checked here too.
+        if not item or float(item[TTL_ATTRIBUTE]) < self._clock():
             return None
         return str(item["participant_sid"])
 

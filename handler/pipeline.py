@@ -436,7 +436,6 @@ class Pipeline:
             return Outcome(decision, [SlotResult(record.slot, SlotOutcome.STALE,
                                                  detail=f"{identity} ({event.participant.sid}) is still in the room")])
         done = event.participant.attributes.get(DONE_ATTRIBUTE, "")
-        intended = bool(done) or event.participant.disconnect_reason in INTENDED_LEAVES
         if event.participant.disconnect_reason == DisconnectReason.PARTICIPANT_REMOVED and not done:
             aimed_at = await self.store.removal_aimed_at(event.room.sid, identity)
             if aimed_at and aimed_at != event.participant.sid:
@@ -445,7 +444,7 @@ class Pipeline:
                 why = (f"agent {identity} was removed in place of the never-active session {aimed_at} "
                        f"the sweeper removed under its identity")
                 return Outcome(decision, [await self.replace_agent(record, why, event_id, metrics)])
-        if intended:
+        if done or event.participant.disconnect_reason in INTENDED_LEAVES:
             why = f"agent {identity} left as intended ({reason}" + (f": {done[:200]})" if done else ")")
             settled = await self.store.settle(record, Status.ENDED, why)
             return Outcome(decision, [SlotResult(record.slot, SlotOutcome.ENDED if settled else SlotOutcome.DUPLICATE,

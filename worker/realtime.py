@@ -90,15 +90,15 @@ def end_job_on_lost_model(ctx: JobContext, persona: Persona, event: Any) -> None
     error = getattr(event, "error", None)
     if not isinstance(error, llm.RealtimeModelError) or error.recoverable:
         return  # the plugin logs its retries itself
-    log.error("realtime model connection lost for good; ending the job",
-              extra={"role": persona.role, "error": type(error.error).__name__})
-    ctx.shutdown(reason=MODEL_LOST_REASON)
+    _end_job(ctx, persona, "realtime model connection lost for good", error.error)
 
 
 def end_job_on_closed_session(ctx: JobContext, persona: Persona, event: Any) -> None:
     """The session closed on an error: end the job (a normal close comes with the job's end)."""
-    if getattr(event, "error", None) is None:
-        return
-    log.error("realtime session closed on an error; ending the job",
-              extra={"role": persona.role, "error": type(event.error).__name__})
+    if (error := getattr(event, "error", None)) is not None:
+        _end_job(ctx, persona, "realtime session closed on an error", error)
+
+
+def _end_job(ctx: JobContext, persona: Persona, what: str, error: object) -> None:
+    log.error(f"{what}; ending the job", extra={"role": persona.role, "error": type(error).__name__})
     ctx.shutdown(reason=MODEL_LOST_REASON)
