@@ -11,6 +11,7 @@ in every `make test`.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -103,3 +104,20 @@ async def test_seeds_that_once_broke_an_invariant(backend):
     broken = await explore(REGRESSIONS)
     assert not broken, "\n".join(broken[:40])
 
+
+
+# Seeds that reach a rare branch, kept so that it stays reached (a model change that loses them fails here):
+#   357, 886  the stuck session a RemoveParticipant was meant for gave up in the call's window, and an agent
+#             took its identity, so the removal hit that agent (in 357 an orphan's; in 886 a slot's, whose
+#             departure is then no intended one: replace_agent, "removed in place of the never-active session")
+REACHES_A_REMOVAL_OF_ANOTHER_SESSION = [357, 886]
+
+
+async def test_the_removal_window_is_reached_and_its_slot_is_not_taken_for_an_intended_departure(backend, caplog):
+    worlds: list[World] = []
+    with caplog.at_level(logging.INFO, logger="switchboard"):
+        broken = await explore(REACHES_A_REMOVAL_OF_ANOTHER_SESSION, worlds)
+    assert not broken, "\n".join(broken[:40])
+    assert all(w.livekit.removed_active for w in worlds)
+    details = [slot.get("detail", "") for r in caplog.records for slot in getattr(r, "outcome", {}).get("slots", [])]
+    assert any("was removed in place of the never-active session" in d for d in details)

@@ -6,8 +6,8 @@ a missing room; a dispatch nobody's worker takes has no job; DeleteDispatch ends
 job, and its agent leaves; ListDispatch keeps a job whose agent left; an agent joins
 under its role's identity unless that identity is present; the same identity joining
 again replaces the first (DUPLICATE_IDENTITY); an agent whose media connection fails stays
-in the room, never active, with no participant_joined, until removed, and LiveKit's job
-shows it failed. Webhooks carry a fixed id and body, so
+in the room, never active, with no participant_joined, until removed or until it gives up
+by itself (no webhook either), and LiveKit's job shows it failed. Webhooks carry a fixed id and body, so
 a re-delivery is the same event. It speaks the LiveKitDispatcher interface, pausing
 on the Baton before every call, and can fail a call before or after it takes effect.
 """
@@ -20,8 +20,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.protocol.agent_dispatch import AgentDispatch, AgentDispatchState
 from livekit.protocol.agent import Job, JobState
+from livekit.protocol.agent_dispatch import AgentDispatch, AgentDispatchState
 from livekit.protocol.models import DisconnectReason, ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
@@ -83,6 +83,8 @@ class LiveKitModel:
         self.never_active = 0  # agents whose media connection failed
         self.removed = 0  # agents RemoveParticipant took out
         self.removed_active = 0  # of them, active ones: another session's identity, taken meanwhile
+        self.gave_up = 0  # never-active sessions that left by themselves
+        self.removing: list[tuple[str, str]] = []  # (room name, identity) of RemoveParticipants not yet applied
         # Told (dispatch id, agent sid, room sid) before a delete removes an agent that is in its room.
         self.on_delete_present: Any = None
 
@@ -165,6 +167,18 @@ class LiveKitModel:
         if live and live.agents:
             self._leave(live, self.rng.choice(sorted(live.agents)), DisconnectReason.CONNECTION_TIMEOUT)
 
+    def stuck_session_gives_up(self, name: str, identity: str) -> str:
+        """The never-active session under `identity` leaves by itself (its SDK gave up, or
+        LiveKit closed it); returns its agent's name, or "" if there was none. No
+        participant_left: it was never announced as joined."""
+        live = self.live.get(name)
+        for sid, agent in list(live.agents.items()) if live else []:
+            if agent.participant.identity == identity and agent.participant.state != ParticipantInfo.State.ACTIVE:
+                live.agents.pop(sid)
+                self.gave_up += 1
+                return agent.participant.attributes["lk.agent_name"]
+        return ""
+
     def _leave(self, live: LiveRoom, sid: str, reason: int, emit: bool = True) -> None:
         agent = live.agents.pop(sid)
         # LiveKit sends participant_left only for a participant it announced as joined.
@@ -217,7 +231,11 @@ class LiveKitModel:
         return [] if live is None else [*live.people.values(), *(a.participant for a in live.agents.values())]
 
     async def remove_participant(self, room_name: str, identity: str) -> None:
-        await self._call("remove_participant")
+        self.removing.append((room_name, identity))  # the world may act in this call's window
+        try:
+            await self._call("remove_participant")
+        finally:
+            self.removing.remove((room_name, identity))
         live = self.live.get(room_name)
         if live is not None:
             for sid, agent in list(live.agents.items()):

@@ -25,9 +25,9 @@ from livekit.protocol.webhook import WebhookEvent
 from handler.claims import Status, StoreUnavailable
 from handler.contract import Routing
 from handler.dynamo import DynamoStore
-from handler.records import SlotRecord
 from handler.observability import Metrics
 from handler.pipeline import Pipeline
+from handler.records import SlotRecord
 from handler.settings import Settings
 from handler.sweeper import Sweeper
 from handler.table import create_table_request
@@ -116,6 +116,9 @@ class World:
     # Agents whose media connection fails: in half the schedules, a third of their joins.
     connections: random.Random = field(default_factory=random.Random)
     failing_connections: float = 0.0
+    # Whether a stuck session gives up while a RemoveParticipant meant for it is on its way:
+    # drawn apart too, for the same reason.
+    give_ups: random.Random = field(default_factory=random.Random)
 
     @classmethod
     async def open(cls, seed: int, client: Any) -> World:
@@ -141,6 +144,7 @@ class World:
         livekit.on_delete_present = world._deleted_a_present_agent
         world.connections = random.Random(f"connections-{seed}")
         world.failing_connections = 1 / 3 if world.connections.random() < 1 / 2 else 0.0
+        world.give_ups = random.Random(f"give-ups-{seed}")
         return world
 
     async def close(self, client: Any) -> None:
@@ -171,6 +175,8 @@ class World:
 
     async def _one_step(self) -> None:
         rng, lk = self.rng, self.livekit
+        if lk.removing and self.give_ups.random() < 0.5:
+            await self._identity_taken_meanwhile(*lk.removing[0])
         if self.baton.busy and rng.random() < 0.6:
             await self.baton.step()
             return
@@ -200,6 +206,20 @@ class World:
             await self.baton.spawn(f"sweep-{len(self.baton.trace)}", Sweeper(self.pipeline, clock=self.clock).sweep())
         else:
             self.clock.now += rng.choice((0.1, 0.5, 1, 2, 5))
+
+    async def _identity_taken_meanwhile(self, name: str, identity: str) -> None:
+        """The window RemoveParticipant (by identity) leaves open: the stuck session it is meant
+        for gives up by itself, and a new agent takes the identity before the removal lands:
+        one whose job is already waiting, or, through a sweep run beside, the slot's next."""
+        agent_name = self.livekit.stuck_session_gives_up(name, identity)
+        if not agent_name:
+            return
+        waiting = [d for d in self.livekit.jobs if self.livekit.dispatches[d].room_name == name
+                   and self.livekit.dispatches[d].agent_name == agent_name]
+        if waiting:
+            self.livekit.agent_joins(waiting[0])
+        else:
+            await self.baton.spawn(f"sweep-{len(self.baton.trace)}", Sweeper(self.pipeline, clock=self.clock).sweep())
 
     async def _deliver(self, event: WebhookEvent) -> None:
         def again() -> None:
