@@ -164,7 +164,7 @@ async def floor_sample(db: Any, settings: Settings, lk: api.LiveKitAPI, floor_ro
     now = time.time()
     item = store._new_record(planned, "EV_floor", now, Status.CLAIMED) | {  # the claim's own item and size
         "owner": uuid.uuid4().hex, "attempts": 1, "generation": 1, "lease_expires_at": now + 30,
-        "claimed_at": "x" * 24, "job_metadata": planned.job_metadata(), "pending_day": "2026-12-01"}
+        "claimed_at": "x" * 24, "job_metadata": planned.job_metadata, "pending_day": "2026-12-01"}
     started = time.perf_counter()
     await db.transact_write_items(TransactItems=[
         {"Put": {"TableName": settings.table_name, "Item": to_item(item),
@@ -172,7 +172,7 @@ async def floor_sample(db: Any, settings: Settings, lk: api.LiveKitAPI, floor_ro
         store._occupy(planned, now)])
     claimed = time.perf_counter()
     dispatch = await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-        room=floor_room, agent_name=FLOOR_AGENT, metadata=planned.job_metadata()))
+        room=floor_room, agent_name=FLOOR_AGENT, metadata=planned.job_metadata))
     done = time.perf_counter()
     await lk.agent_dispatch.delete_dispatch(dispatch.id, floor_room)
     return (claimed - started) * 1000, (done - claimed) * 1000

@@ -20,7 +20,7 @@ the slot with a conditional write:
     The room session ending (room_finished, or the sweeper finding it gone) ends every
     slot not yet settled, a retryable failure included: ENDED. A JOINED slot also ends
     when its agent leaves as intended, or leaves a room that no longer wants it (see
-    pipeline.Pipeline.replace_agent). REJECTED: the policy refused the slot (allowlist,
+    presence.Presence.replace_agent). REJECTED: the policy refused the slot (allowlist,
     cap); never claimed.
 
 A CLAIMED slot holds a lease. While it runs, other deliveries of the same event

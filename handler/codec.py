@@ -103,6 +103,19 @@ def event_record(stored: dict[str, Any]) -> EventRecord:
                        **{k: v for k, v in stored.items() if k in _EVENT_FIELDS})
 
 
+# What record_event stamps on an event's item itself (or its key), never taken from the record.
+_EVENT_STAMPED = frozenset({"pk", "sk", "project", "created_at", "last_received_at", "answered_at", "deliveries",
+                            "stored"})
+_EVENT_WRITTEN = tuple(f.name for f in dataclass_fields(EventRecord) if f.name not in _EVENT_STAMPED)
+
+
+def event_fields(record: EventRecord) -> dict[str, Any]:
+    """The attributes record_event writes from an EventRecord: the event and its answer."""
+    fields = {name: getattr(record, name) for name in _EVENT_WRITTEN}
+    fields.update(decision=dict(record.decision), outcome=dict(record.outcome), source=record.source.value)
+    return fields
+
+
 def slot_or_none(stored: dict[str, Any]) -> SlotRecord | None:
     return slot_record(stored) if stored else None
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 from typing import Any
 
+from .lazy_livekit import LazyLiveKitAPI
 from .policy import PlannedDispatch
 from .settings import Project, Settings
 from .wire import JOB_ROOM_SID, JOB_SLOT
@@ -43,30 +44,16 @@ class LiveKitDispatcher:
     def __init__(self, settings: Settings, project: Project | None = None) -> None:
         self._settings = settings
         self.project = project or settings.project()
-        self._api: Any = None
-
-    def _client(self) -> Any:
-        # Created on first use, inside the running event loop that aiohttp needs.
-        if self._api is None:
-            import aiohttp
-            from livekit import api
-
-            self._api = api.LiveKitAPI(
-                self.project.url,
-                self.project.api_key,
-                self.project.api_secret,
-                timeout=aiohttp.ClientTimeout(total=self._settings.livekit_timeout_seconds),
-                # The SDK's own failover replays CreateDispatch on 5xx, which could
-                # put a second agent in the room. Retries are the claim's job.
-                failover=False,
-            )
-        return self._api
+        # No failover: the SDK's own replays CreateDispatch on a 5xx, which could put a
+        # second agent in the room. Retries are the claim's job.
+        self._client = LazyLiveKitAPI(self.project.url, self.project.api_key, self.project.api_secret,
+                                      timeout_seconds=settings.livekit_timeout_seconds, failover=False)
 
     async def create(self, planned: PlannedDispatch) -> str:
         from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
 
         request = CreateAgentDispatchRequest(
-            agent_name=planned.agent_name, room=planned.room_name, metadata=planned.job_metadata())
+            agent_name=planned.agent_name, room=planned.room_name, metadata=planned.job_metadata)
         dispatch = await self._call(self._client().agent_dispatch.create_dispatch(request))
         return str(dispatch.id)
 
@@ -156,9 +143,7 @@ class LiveKitDispatcher:
             raise
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-            self._api = None
+        await self._client.aclose()
 
 
 def slot_of(job_metadata: str) -> tuple[str, str] | None:

@@ -1,4 +1,4 @@
-"""A livekit.api.LiveKitAPI made on first use: the handler's dispatcher's and the worker's job requests'.
+"""A livekit.api.LiveKitAPI made on first use: the handler's LiveKitDispatcher's and the worker's job requests'.
 
 Made on first use because its aiohttp session must be created inside the running event
 loop, and because a process that never calls LiveKit should not pay for importing

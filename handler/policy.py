@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from livekit.protocol.models import ParticipantInfo, Room
@@ -27,8 +28,6 @@ from .wire import (
     JOB_SLOT,
     JOB_TRIGGER,
 )
-
-# Re-exported: pipeline.py and sweeper.py import these from here until they import handler.wire.
 
 _KIND_NAMES = {value: name.lower() for name, value in ParticipantInfo.Kind.items()}
 
@@ -70,8 +69,11 @@ class PlannedDispatch:
     def slot(self) -> str:
         return dispatch_sk(self.agent_name, self.participant_identity)
 
+    @cached_property
     def job_metadata(self) -> str:
-        """The JSON the agent receives: the rule's metadata plus where and why it was sent."""
+        """The JSON the agent receives: the rule's metadata plus where and why it was sent.
+
+        Built once per planned dispatch: the claim records it and CreateDispatch sends it."""
         data = dict(self.rule_metadata)
         data.update({JOB_ROOM_NAME: self.room_name, JOB_ROOM_SID: self.room_sid, JOB_TRIGGER: self.trigger,
                      JOB_RULE: str(self.rule), JOB_SLOT: self.slot})

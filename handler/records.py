@@ -116,7 +116,7 @@ class SlotRecord:
     def planned_again(self, *, trigger: str) -> PlannedDispatch:
         """The PlannedDispatch behind this slot, to dispatch it again.
 
-        Its rule metadata is the job metadata less what job_metadata() added (JOB_METADATA_KEYS).
+        Its rule metadata is the job metadata less what PlannedDispatch.job_metadata added (JOB_METADATA_KEYS).
         """
         try:
             job = json.loads(self.job_metadata or "{}")
@@ -132,8 +132,8 @@ class SlotRecord:
 class EventRecord:
     """One received webhook (one per event id, however many deliveries): what was decided and answered.
 
-    What the pipeline writes (record_event) is the event and its answer; the store adds when it was
-    received, answered and how often delivered, which come back on a read.
+    What the pipeline writes (record_event) is the event and its answer (codec.event_fields); the
+    store adds when it was received, answered and how often delivered, which come back on a read.
     """
 
     pk: str
@@ -156,14 +156,6 @@ class EventRecord:
     answered_at: str = ""
     deliveries: int = 0
     stored: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def written(self) -> dict[str, Any]:
-        """The attributes record_event writes: the event and its answer (the key and what the
-        store stamps itself are not among them)."""
-        return {"event_id": self.event_id, "event_type": self.event_type, "room_name": self.room_name,
-                "room_sid": self.room_sid, "participant_identity": self.participant_identity,
-                "participant_kind": self.participant_kind, "event_created_at": self.event_created_at,
-                "decision": dict(self.decision), "outcome": dict(self.outcome), "source": self.source.value}
 
 
 # What the log's queries return: a slot's record, or an event's.

@@ -18,8 +18,13 @@ claims:
    webhook was dropped still gets its agents. A JOINED slot whose agent is no
    longer in the room, still JOINED a grace period after it was first found
    missing, lost its participant_left webhook: it goes where that webhook would
-   have sent it (Pipeline.replace_agent). An agent session of ours that never
+   have sent it (Presence.replace_agent). An agent session of ours that never
    became active, its slot moved on, is removed.
+
+Over ~300 lines because it is one pass: both phases share the pass's room list,
+its report and the removal of never-active sessions, and each reads LiveKit's
+state the way the other relies on. What is not the pass is elsewhere: the
+schedule (sweeps.py, sweep_lambda.py) and the dispatching (slot_dispatch.py).
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from typing import Any
 from livekit.protocol.models import ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
+from .answers import Outcome
 from .claims import ClaimError, Status, StoreUnavailable
 from .dispatcher import LiveKitError, slot_of
 from .observability import Metrics
 from .outcomes import SlotOutcome, Source
-from .pipeline import Outcome, Pipeline
+from .pipeline import Pipeline
 from .records import SlotRecord
 from .timestamps import epoch
 from .wire import DISPATCH_ID_ATTRIBUTE
@@ -78,6 +84,8 @@ class Sweeper:
         self.settings = pipeline.settings
         self.store = pipeline.store
         self.livekit = pipeline.livekit
+        self.slot_dispatch = pipeline.slot_dispatch
+        self.presence = pipeline.presence
         self.clock = clock
 
     async def sweep(self) -> SweepReport:
@@ -179,15 +187,15 @@ class Sweeper:
         else:
             seen = None if jobs else await self._last_join(record.agent_name)
             why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds, seen)
-        if await self.pipeline.give_up_if_spent(record, why, metrics):
+        if await self.slot_dispatch.give_up_if_spent(record, why, metrics):
             return report.add("failed", record, why)
         await self._dispatch_again(record, report, metrics, redispatch=why)
 
     async def _dispatch_again(self, record: SlotRecord, report: SweepReport, metrics: Metrics,
                               redispatch: str | None) -> None:
         planned = record.planned_again(trigger="sweep")
-        result = await self.pipeline.dispatch_slot(planned, record, f"sweep-{int(self.clock())}", metrics,
-                                                   redispatch=redispatch)
+        result = await self.slot_dispatch.run(planned, record, f"sweep-{int(self.clock())}", metrics,
+                                            redispatch=redispatch)
         report.add(result.result.value, record, redispatch or result.detail)
 
     async def _last_join(self, agent_name: str) -> SlotRecord | None:
@@ -210,7 +218,7 @@ class Sweeper:
         when the stuck session left and a new agent took its identity between the look and
         the removal), so the sid meant is noted first: a PARTICIPANT_REMOVED of any other
         session under the identity is then no intended departure, and its slot is dispatched
-        again (pipeline._agent_left)."""
+        again (Presence.agent_left)."""
         now = {p.identity: p for p in await self.livekit.participants(room_name)}
         removed = []
         for p in stuck:
@@ -247,7 +255,7 @@ class Sweeper:
         slot has settled. After this, each slot has at most one dispatch in LiveKit.
 
         A slot still being claimed, or failed and about to be retried, is left alone: its
-        owner may be adopting that very dispatch (pipeline.dispatch_slot looks first).
+        owner may be adopting that very dispatch (SlotDispatch.run looks first).
         Dispatches without a slot of ours (someone else's, LiveKit's default) are never touched.
         """
         dispatches = [(d, slot_of(d.metadata)) for d in await self.livekit.list(room.name)]
@@ -340,7 +348,7 @@ class Sweeper:
             if missing_for < self.settings.missing_agent_grace_seconds:
                 report.add("agent_missing", noted, f"{noted.agent_identity} not in the room for {missing_for:.0f} s")
                 continue
-            result = await self.pipeline.replace_agent(
+            result = await self.presence.replace_agent(
                 noted, f"agent {noted.agent_identity} left the room and its participant_left webhook "
                        f"never came", f"sweep-{int(self.clock())}", metrics)
             report.add(f"missing_agent_{result.result.value}", noted, result.detail)

@@ -272,7 +272,7 @@ async def test_a_leave_handled_by_the_webhook_and_the_sweeper_at_once_is_replace
 
     webhook, swept = await asyncio.gather(
         room.agent_leaves(identity, "SIGNAL_CLOSE"),
-        sweeper.pipeline.replace_agent(joined, "a racing sweep", "sweep-test", Metrics()),
+        sweeper.presence.replace_agent(joined, "a racing sweep", "sweep-test", Metrics()),
     )
 
     record = slot(aws, room.name)

@@ -49,7 +49,7 @@ def test_per_room_rules_share_one_slot_whoever_joins():
     a = decide(ev("participant_joined", meta, participant("alice")), ROUTING, SETTINGS)
     b = decide(ev("participant_joined", meta, participant("bob")), ROUTING, SETTINGS)
     assert slots(a) == slots(b) == ["DISPATCH#assistant"]
-    assert json.loads(a.planned[0].job_metadata())["participant_identity"] == "alice"
+    assert json.loads(a.planned[0].job_metadata)["participant_identity"] == "alice"
 
 
 def test_participant_rules_fire_only_for_their_kinds():
@@ -117,7 +117,7 @@ def test_broken_json_is_recorded_apart_from_absent_and_unrelated_metadata():
 def test_a_profile_expands_and_explicit_agents_are_added():
     d = decide(ev("room_started", {"profile": "drill", "agents": [{"name": "translator"}]}), ROUTING, SETTINGS)
     assert slots(d) == ["DISPATCH#dispatcher", "DISPATCH#driver", "DISPATCH#translator"]
-    assert json.loads(d.planned[0].job_metadata())["persona"] == "Tim"
+    assert json.loads(d.planned[0].job_metadata)["persona"] == "Tim"
 
 
 def test_an_unknown_profile_is_recorded():
@@ -128,7 +128,7 @@ def test_an_unknown_profile_is_recorded():
 def test_job_metadata_carries_the_rule_metadata_room_and_trigger():
     meta = {"on_participant_joined": [{"name": "translator", "metadata": {"lang": "fr"}}]}
     d = decide(ev("participant_joined", meta, participant("alice")), ROUTING, SETTINGS)
-    job = json.loads(d.planned[0].job_metadata())
+    job = json.loads(d.planned[0].job_metadata)
     assert job == {"lang": "fr", "room_name": "room-a", "room_sid": "RM_a", "trigger": "participant_joined",
                    "rule": "on_participant_joined", "participant_identity": "alice",
                    "switchboard_slot": "DISPATCH#translator#P#alice"}

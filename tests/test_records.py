@@ -14,8 +14,9 @@ from typing import Any
 
 from handler.claims import RECORD_FIELDS
 from handler.cli import _public
-from handler.codec import from_item, slot_record, to_item
-from handler.records import SlotRecord, Status
+from handler.codec import event_fields, event_record, from_item, slot_record, to_item
+from handler.outcomes import Source
+from handler.records import EventRecord, SlotRecord, Status
 from handler.settings import DEFAULT_PROJECT
 
 JOINED = {"pk": "ROOM#RM_a", "sk": "DISPATCH#driver", "record_type": "dispatch", "status": "JOINED",
@@ -72,3 +73,18 @@ def test_a_slot_record_reads_absence_as_its_defaults_and_derives_its_state():
     assert failed.retryable_failure and failed.is_open and failed.being_claimed
     planned = joined.planned_again(trigger="sweep")
     assert (planned.slot, planned.trigger, planned.rule_metadata) == ("DISPATCH#driver", "sweep", {})
+
+
+def test_an_event_record_writes_the_event_and_its_answer_and_reads_back_as_written():
+    record = EventRecord(pk="ROOM#RM_a", sk="EVENT#EV_1", event_id="EV_1", event_type="participant_left",
+                         room_name="call", room_sid="RM_a", participant_identity="alice", participant_kind="standard",
+                         event_created_at=1800000000, decision={"action": "dispatch", "reason": "r"},
+                         outcome={"retry": False, "slots": [{"slot": "DISPATCH#driver", "result": "dispatched"}]},
+                         source=Source.SWEEP, project="alpha", deliveries=3, created_at="2026-12-01T00:00:00.000Z")
+    written = event_fields(record)
+    # What the store stamps itself (the key, the project, the times, the count) is not taken from the record.
+    assert set(written) == {"event_id", "event_type", "room_name", "room_sid", "participant_identity",
+                            "participant_kind", "event_created_at", "decision", "outcome", "source"}
+    assert written["source"] == "sweep" and written["decision"] == {"action": "dispatch", "reason": "r"}
+    back = event_record(from_item(to_item(written | {"pk": record.pk, "sk": record.sk})))
+    assert back == EventRecord(**{**record.__dict__, "project": "", "deliveries": 0, "created_at": ""})

@@ -290,7 +290,7 @@ async def test_a_late_join_of_a_replaced_dispatch_is_not_confirmed_onto_its_succ
         await pipe.handle(room.started())
         d1 = (await slot(pipe.store, room)).dispatch_id
         record = await slot(pipe.store, room)
-        await pipe.dispatch_slot(_planned(room), record, "EV_sweep", Metrics(), redispatch="did not join")
+        await pipe.slot_dispatch.run(_planned(room), record, "EV_sweep", Metrics(), redispatch="did not join")
         d2 = (await slot(pipe.store, room)).dispatch_id
         # D1's agent was read as DISPATCHED before the re-dispatch and writes its join now.
         late = agent("translator", d1)

@@ -281,11 +281,18 @@ def store_methods_using_an_index() -> set[str]:
             if isinstance(f, ast.AsyncFunctionDef) and "IndexName" in ast.unparse(f)}
 
 
+# The webhook path's orchestrators: what they call on `self.store` is what the function does with the table.
+WEBHOOK_PATH = ("pipeline.py", "slot_dispatch.py", "presence.py")
+
+
+def webhook_path_source() -> str:
+    return "\n".join((ROOT / "handler" / name).read_text() for name in WEBHOOK_PATH)
+
+
 def store_methods_the_handler_calls() -> set[str]:
-    """DynamoStore methods the webhook path reaches: pipeline.py's store calls and what those call."""
-    tree = ast.parse((ROOT / "handler" / "pipeline.py").read_text())
-    todo = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-            and isinstance(n.value, ast.Attribute) and n.value.attr == "store"}
+    """DynamoStore methods the webhook path reaches: its modules' store calls and what those call."""
+    todo = {n.attr for name in WEBHOOK_PATH for n in ast.walk(ast.parse((ROOT / "handler" / name).read_text()))
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute) and n.value.attr == "store"}
     methods = {f.name: f for f in dynamo_store_class().body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
     reached: set[str] = set()
     while todo:
@@ -683,7 +690,7 @@ def test_workers_take_no_inbound_traffic_and_scale_on_cpu(resources):
 def test_the_dispatch_failures_alarm_watches_the_metric_the_handler_emits(resources, monkeypatch):
     import io
 
-    assert 'metrics.add("DispatchFailures"' in (ROOT / "handler" / "pipeline.py").read_text()
+    assert 'metrics.add("DispatchFailures"' in webhook_path_source()
     stream = io.StringIO()  # what the function writes to stdout, where Lambda's EMF agent reads it
     monkeypatch.setattr(observability, "_metrics_stream", stream)
     metrics = observability.Metrics()
@@ -828,7 +835,7 @@ def test_the_dashboard_shows_only_metrics_the_stack_emits(resources):
 def test_time_to_agent_is_emitted_on_a_confirmed_join_and_alarmed_at_p95(resources, capsys):
     from livekit.protocol.models import ParticipantInfo, Room
 
-    assert "record_time_to_agent(event)" in (ROOT / "handler" / "pipeline.py").read_text()
+    assert "record_time_to_agent(event)" in webhook_path_source()
     room = Room(sid="RM_x", name="r", creation_time=1_700_000_000, creation_time_ms=1_700_000_000_250)
     joined = ParticipantInfo(identity="agent", joined_at=1_700_000_001, joined_at_ms=1_700_000_001_480)
     assert observability.time_to_agent_ms(room, joined) == 1230

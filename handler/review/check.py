@@ -41,7 +41,7 @@ class CheckResult:
         return {"ok": self.contract_error is None, "error": self.contract_error, "events": [
             {"event": what, "action": str(d.action), "reason": d.reason, "error": d.error,
              "dispatch": [{"agent_name": p.agent_name, "slot": p.slot, "rule": str(p.rule), "trigger": p.trigger,
-                           "job_metadata": json.loads(p.job_metadata())} for p in d.planned],
+                           "job_metadata": json.loads(p.job_metadata)} for p in d.planned],
              "rejected": [{"agent_name": r.planned.agent_name, "slot": r.planned.slot, "reason": r.reason}
                           for r in d.rejected]}
             for what, d in self.events]}
@@ -76,7 +76,7 @@ def render(result: CheckResult, settings: Settings) -> str:
             seen.add(p.slot)
             lines.append(f"  dispatch {p.agent_name}" + (f" for {p.participant_identity}" if p.participant_identity
                                                          else "") + f" ({p.rule}), job metadata:")
-            lines.append(f"    {p.job_metadata()}")
+            lines.append(f"    {p.job_metadata}")
         for r in d.rejected:
             if r.planned.slot not in seen:
                 seen.add(r.planned.slot)

@@ -200,7 +200,7 @@ class LiveKitModel:
         await self._call("create")
         if planned.room_name not in self.live:  # CreateDispatch makes a missing room
             self.live[planned.room_name] = LiveRoom(Room(sid=_id("RM"), name=planned.room_name))
-        d = Dispatch(_id("AD"), planned.room_name, planned.agent_name, planned.job_metadata())
+        d = Dispatch(_id("AD"), planned.room_name, planned.agent_name, planned.job_metadata)
         self.dispatches[d.id] = d
         self.creates += 1
         if planned.agent_name in self.workers and self.rng.random() >= self.faults.worker_refuses:

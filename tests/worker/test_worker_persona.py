@@ -18,7 +18,7 @@ DISPATCHER = get_role("dispatcher")
 def switchboard_metadata(agent: str, rule_metadata: dict) -> str:
     """Exactly what the handler sends with a dispatch."""
     return PlannedDispatch(room_sid="RM_1", room_name="drill-1", agent_name=agent, rule=Rule.AGENTS,
-                           trigger="room_started", rule_metadata=rule_metadata).job_metadata()
+                           trigger="room_started", rule_metadata=rule_metadata).job_metadata
 
 
 def test_empty_metadata_is_the_roster_persona(caplog):
