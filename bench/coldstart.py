@@ -29,7 +29,8 @@ a read-only bundle ships without .pyc).
 Import time is `python -X importtime -c "import handler.app"` (the handler
 module's cumulative line) beside the same for bench.bare_app, plus where the
 handler's import time goes, by top-level package. A benchmark, not a test:
-nothing here asserts a time.
+nothing here asserts a time. (Over ~300 lines: the two file sets, the two
+bytecode states and the import breakdown are one measurement, taken side by side.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""The `switchboard` command: serve the webhook, create the table, read the dispatch log."""
+"""The `switchboard` command: serve the webhook, create the table, read the dispatch log.
+
+Over ~300 lines: one argparse tree and a short function per subcommand, each
+of which is a few lines of output formatting over a store or pipeline call;
+the review itself (why a room has no agent) is in review/.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,10 @@ participant attributes (see presence.py) and each line as a transcription.
 No AgentSession here: without an LLM or STT, its turn machinery has nothing
 to drive, and the drill needs exactly two things it does not expose simply:
 hearing another agent, and one line per heard utterance.
+
+Over ~300 lines: the microphone, the ears and the turn-taking are one
+protocol between two agents, and their timings (VAD silences, frame sizes,
+the radio-style keying) only make sense read together.
 """
 
 from __future__ import annotations
