@@ -3,6 +3,7 @@
 Driven through the real handler, livekit-server and DynamoDB Local. No worker runs
 for "translator" here, so each dispatch stays DISPATCHED until the test says who
 joined: LiveKit's own join and leave webhooks are signed and sent as it would.
+(Over ~300 lines: one test per way an agent leaves, and they share the room harness above them.)
 """
 
 from __future__ import annotations

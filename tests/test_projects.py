@@ -8,6 +8,7 @@ ListDispatch on each server is the evidence of where a dispatch went.
 
 Beta is mid-rotation: its server knows an old and a new key, signs its webhooks with the
 old one, and Switchboard dispatches with the new one (dispatch_key).
+(Over ~300 lines: every test shares the two servers this module starts, which are slow to start.)
 """
 
 from __future__ import annotations

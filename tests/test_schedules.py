@@ -6,6 +6,7 @@ steps. Where a step needs a fault, toxiproxy produces it for real (a slow
 CreateDispatch, a DynamoDB answer that arrives after botocore gave up on it).
 Webhooks LiveKit would send are built as it builds them and handed to the pipeline;
 no worker runs for "translator", so its dispatches wait until a test says who joined.
+(Over ~300 lines: one test per schedule of the hostile review, issue 12's list, in its order.)
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ the table/IAM/secret/alarm checks compare the template with the modules it
 describes, and the Lambda entry path runs for real: the exact command Lambda Web
 Adapter's bootstrap runs, against the local stack, with the LiveKit keys coming
 from a (loopback) Secrets Manager through the handler's own botocore call.
+(Over ~300 lines: one template, and its sections' tests read it through the same helpers.)
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ every error and every item. It knows only the expression grammar DynamoStore use
                 | (…) | … AND … | … OR …
     updates     SET a = :v | a = if_not_exists(a, :v) | a = list_append(if_not_exists(a, :v), :w)
                 REMOVE a, b    ADD a :n (number or string set)    DELETE a :set
+
+(Over ~300 lines: the expression parser and the calls that use it are one model.)
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ in the room, never active, with no participant_joined, until removed or until it
 by itself (no webhook either), and LiveKit's job shows it failed. Webhooks carry a fixed id and body, so
 a re-delivery is the same event. It speaks the LiveKitDispatcher interface, pausing
 on the Baton before every call, and can fail a call before or after it takes effect.
+(Over ~300 lines: one model of one server; its parts change the same state.)
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ how often calls fail before or after taking effect (LiveKit and DynamoDB), how o
 LiveKit re-delivers, reorders or drops a webhook, when agents join (or connect and never
 become active) or drop out, when
 the sweeper runs, how far the clock moves, and which paused task goes next.
+(Over ~300 lines: a schedule's steps and the invariants they are checked by belong together.)
 """
 
 from __future__ import annotations
