@@ -330,8 +330,7 @@ async def _explain(settings: Settings, args: argparse.Namespace) -> int:
     if args.agent:
         from .review.answer import explain_agent
 
-        # The review package reads every attribute as stored (`stored`): it shows them all.
-        answer = explain_agent(args.room, args.agent, [r.stored for r in records],
+        answer = explain_agent(args.room, args.agent, records,
                                max_attempts=settings.max_dispatch_attempts)
         if args.json:
             print(json.dumps({"room": args.room, "agent": args.agent, "answer": answer}, ensure_ascii=False))
@@ -342,7 +341,7 @@ async def _explain(settings: Settings, args: argparse.Namespace) -> int:
     # ships handler/*.py alone, and the function starts through this module): imported here.
     from .review.timeline import timeline
 
-    steps = timeline([r.stored for r in records])
+    steps = timeline(records)
     if args.json:
         json.dump(steps, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

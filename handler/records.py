@@ -5,8 +5,8 @@ reads, so the rest of the handler reads attributes, never an item's keys. Each f
 attribute of the same name (table.py's layout); a field the item lacks has its default: "" for
 text, None where an absent value means something other than an empty one (the CLI prints those
 as ""). Numbers are as stored: int, or float where the item holds a fraction.
-`stored` keeps every attribute as read, for the log's readers that show them all (the page,
-`switchboard explain`): display, not decisions.
+`stored` keeps every attribute as read, for what shows them all (the page's JSON, and its
+fingerprint of what changed): display, not decisions. The review reads the typed fields too.
 """
 
 from __future__ import annotations

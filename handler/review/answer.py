@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..claims import Status
+from ..records import EventRecord, LogRecord, SlotRecord
 from ..timestamps import epoch
 from .timeline import clock, slot_label
 
@@ -20,72 +19,68 @@ def _at(at: str) -> str:
     return f"{at[:10]} {clock(at)} UTC" if at else "an unrecorded time"
 
 
-def _slot_sentence(r: dict[str, Any], max_attempts: int) -> str:
-    name, status = slot_label(r), r.get("status", "")
-    attempts = int(r.get("attempts", 0) or 0)
-    via = f"trigger {r.get('trigger')}" if r.get("trigger") else "an unknown trigger"
-    again = (f" It was dispatched {attempts} times; the last re-dispatch because {r['redispatch_reason']}."
-             if attempts > 1 and r.get("redispatch_reason") else
+def _slot_sentence(r: SlotRecord, max_attempts: int) -> str:
+    name, status, attempts = slot_label(r), r.status, r.attempts
+    via = f"trigger {r.trigger}" if r.trigger else "an unknown trigger"
+    again = (f" It was dispatched {attempts} times; the last re-dispatch because {r.redispatch_reason}."
+             if attempts > 1 and r.redispatch_reason else
              (f" It took {attempts} attempts." if attempts > 1 else ""))
     if status == Status.JOINED:
-        took = _ms_between(r.get("dispatched_at", ""), r.get("joined_at", ""))
-        return (f"{name} is in the room: dispatched at {_at(r.get('dispatched_at', ''))} ({via}, dispatch "
-                f"{r.get('dispatch_id', '?')}), it joined as {r.get('agent_identity', '?')} at "
-                f"{clock(r.get('joined_at', ''))}" + (f", {took} ms later." if took is not None else ".") + again)
+        took = _ms_between(r.dispatched_at, r.joined_at)
+        return (f"{name} is in the room: dispatched at {_at(r.dispatched_at)} ({via}, dispatch "
+                f"{r.dispatch_id or '?'}), it joined as {r.agent_identity or '?'} at "
+                f"{clock(r.joined_at)}" + (f", {took} ms later." if took is not None else ".") + again)
     if status == Status.DISPATCHED:
-        return (f"{name} is not in the room yet: LiveKit accepted dispatch {r.get('dispatch_id', '?')} at "
-                f"{_at(r.get('dispatched_at', ''))} ({via}), and no agent has joined for it since; the sweeper "
+        return (f"{name} is not in the room yet: LiveKit accepted dispatch {r.dispatch_id or '?'} at "
+                f"{_at(r.dispatched_at)} ({via}), and no agent has joined for it since; the sweeper "
                 f"dispatches it again if none joins in time (attempt {attempts} of {max_attempts}).{again}")
     if status == Status.CLAIMED:
-        return (f"{name} is not in the room yet: a delivery claimed its slot at {_at(r.get('claimed_at', ''))} "
+        return (f"{name} is not in the room yet: a delivery claimed its slot at {_at(r.claimed_at)} "
                 f"(attempt {attempts} of {max_attempts}, {via}) and has not recorded LiveKit's answer; if it died, "
                 f"the next delivery or the sweeper takes the claim over when its lease runs out.{again}")
     if status == Status.FAILED:
-        final = "for good" if not r.get("retryable") else "for now (the sweeper will try again)"
-        return (f"{name} is not in the room: its dispatch failed {final} at {_at(r.get('failed_at', ''))} after "
-                f"{attempts} attempt(s): {r.get('error', 'no error text recorded')}.")
+        final = "for good" if not r.retryable else "for now (the sweeper will try again)"
+        return (f"{name} is not in the room: its dispatch failed {final} at {_at(r.failed_at)} after "
+                f"{attempts} attempt(s): {r.error or 'no error text recorded'}.")
     if status == Status.REJECTED:
-        return (f"{name} is not in the room: the policy rejected it at {_at(r.get('rejected_at', ''))} "
-                f"({via}): {r.get('reason', '')}.")
-    if status == Status.ENDED:
-        why = r.get("reason") or "its room finished"
-        joined = f"it joined as {r['agent_identity']} at {clock(r['joined_at'])}, " if r.get("joined_at") else ""
-        return f"{name} is not in the room any more: {joined}and its slot ended at {_at(r.get('ended_at', ''))}: {why}."
-    return f"{name} has a slot in an unknown state {status!r}."
+        return f"{name} is not in the room: the policy rejected it at {_at(r.rejected_at)} ({via}): {r.reason}."
+    why = r.reason or "its room finished"  # ENDED
+    joined = f"it joined as {r.agent_identity} at {clock(r.joined_at)}, " if r.joined_at else ""
+    return f"{name} is not in the room any more: {joined}and its slot ended at {_at(r.ended_at)}: {why}."
 
 
-def _decisions(records: list[dict[str, Any]]) -> list[str]:
+def _decisions(records: list[LogRecord]) -> list[str]:
     """What the policy said about the room's own events, oldest first, without repeats."""
     out: list[str] = []
-    for r in sorted(records, key=lambda r: r.get("created_at", "")):
-        if r.get("record_type") != "event" or r.get("event_type") not in ("room_started", "participant_joined"):
+    for r in sorted(records, key=lambda r: r.created_at):
+        if not isinstance(r, EventRecord) or r.event_type not in ("room_started", "participant_joined"):
             continue
-        if r.get("participant_kind") == "agent":
+        if r.participant_kind == "agent":
             continue
-        d = r.get("decision") or {}
+        d = r.decision
         said = d.get("reason", "") + (f" ({d['error']})" if d.get("error") else "")
         if d.get("planned"):
             said += " (" + ", ".join(p.removeprefix("DISPATCH#").replace("#", " for ") for p in d["planned"]) + ")"
-        line = f"{r.get('event_type')} at {clock(r.get('created_at', ''))} was decided: {said}"
+        line = f"{r.event_type} at {clock(r.created_at)} was decided: {said}"
         if said and not any(line.split(" was decided: ")[1] == o.split(" was decided: ")[1] for o in out):
             out.append(line)
     return out
 
 
-def explain_agent(room: str, agent: str, records: list[dict[str, Any]], *, max_attempts: int) -> str:
+def explain_agent(room: str, agent: str, records: list[LogRecord], *, max_attempts: int) -> str:
     """One paragraph: the agent's slots in the room's latest session, or why it has none."""
     if not records:
         return (f"Switchboard has no record of room {room!r} in this window: no webhook of it reached Switchboard "
                 f"(check LiveKit's webhook.urls and signing key) or it is older than --since.")
-    latest = max(records, key=lambda r: r.get("created_at", "")).get("room_sid", "")
-    session = [r for r in records if r.get("room_sid") == latest]
-    sessions = len({r.get("room_sid") for r in records})
+    latest = max(records, key=lambda r: r.created_at).room_sid
+    session = [r for r in records if r.room_sid == latest]
+    sessions = len({r.room_sid for r in records})
     opening = f"In room {room} (session {latest}" + (f", the latest of {sessions}" if sessions > 1 else "") + "), "
-    slots = [r for r in session if r.get("record_type") == "dispatch" and r.get("agent_name") == agent]
+    slots = [r for r in session if isinstance(r, SlotRecord) and r.agent_name == agent]
     if slots:
-        sentences = [_slot_sentence(r, max_attempts) for r in sorted(slots, key=lambda r: r.get("created_at", ""))]
+        sentences = [_slot_sentence(r, max_attempts) for r in sorted(slots, key=lambda r: r.created_at)]
         return opening + " ".join(s[0].lower() + s[1:] if i == 0 else s for i, s in enumerate(sentences))
-    others = sorted({slot_label(r) for r in session if r.get("record_type") == "dispatch"})
+    others = sorted({slot_label(r) for r in session if isinstance(r, SlotRecord)})
     decided = _decisions(session)
     text = opening + f"{agent} is not in the room: Switchboard never dispatched it, because no decision asked for it."
     if decided:
@@ -95,4 +90,3 @@ def explain_agent(room: str, agent: str, records: list[dict[str, Any]], *, max_a
     if others:
         text += " It did dispatch " + ", ".join(others) + "."
     return text
-

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ..claims import Status
+from ..records import LogRecord, SlotRecord
 from .timeline import clock, sessions, slot_label
 
 COLOURS = {"JOINED": "#1a7f37", "DISPATCHED": "#0969da", "ENDED": "#6e7781", "FAILED": "#cf222e",
@@ -72,9 +73,10 @@ SCRIPT = """
 """
 
 
-def version(records: list[dict[str, Any]]) -> str:
-    """A fingerprint of what the page shows: it changes exactly when a record does."""
-    return hashlib.sha256(json.dumps(records, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def version(records: list[LogRecord]) -> str:
+    """A fingerprint of what the page shows: it changes exactly when a record does (any attribute of it)."""
+    stored = [dict(r.stored) for r in records]
+    return hashlib.sha256(json.dumps(stored, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _status(status: str) -> str:
@@ -100,25 +102,25 @@ def filters_form(values: dict[str, str], statuses: list[str]) -> str:
             f'{field("since", "since", "24h")}<button type="submit">show</button></form>')
 
 
-def rooms_list(records: list[dict[str, Any]], values: dict[str, str]) -> str:
+def rooms_list(records: list[LogRecord], values: dict[str, str]) -> str:
     """Recent room sessions, newest first, each with its agents and their status."""
     rooms: dict[str, dict[str, Any]] = {}
     for r in records:
-        room = rooms.setdefault(r.get("room_sid", ""), {"name": r.get("room_name", ""), "sid": r.get("room_sid", ""),
-                                                         "first": r.get("created_at", ""), "last": "", "slots": [],
-                                                         "notes": []})
-        room["first"] = min(room["first"], r.get("created_at", ""))
-        room["last"] = max(room["last"], r.get("updated_at") or r.get("last_received_at") or r.get("created_at", ""))
-        if r.get("record_type") == "dispatch":
+        room = rooms.setdefault(r.room_sid, {"name": r.room_name, "sid": r.room_sid, "first": r.created_at,
+                                             "last": "", "slots": [], "notes": []})
+        room["first"] = min(room["first"], r.created_at)
+        changed = r.updated_at if isinstance(r, SlotRecord) else r.last_received_at
+        room["last"] = max(room["last"], changed or r.created_at)
+        if isinstance(r, SlotRecord):
             room["slots"].append(r)
-        elif (r.get("decision") or {}).get("error"):
-            room["notes"].append(f"{r['decision'].get('reason', '')}: {r['decision']['error']}")
+        elif r.decision.get("error"):
+            room["notes"].append(f"{r.decision.get('reason', '')}: {r.decision['error']}")
     rows = []
     for room in sorted(rooms.values(), key=lambda x: x["last"], reverse=True):
         agents = "".join(
-            f'<span class="agent" data-agent="{escape(slot_label(s))}" data-status="{escape(s.get("status", ""))}">'
-            f'{escape(slot_label(s))} {_status(s.get("status", ""))}</span>'
-            for s in sorted(room["slots"], key=lambda s: s.get("created_at", "")))
+            f'<span class="agent" data-agent="{escape(slot_label(s))}" data-status="{escape(s.status)}">'
+            f'{escape(slot_label(s))} {_status(s.status)}</span>'
+            for s in sorted(room["slots"], key=lambda s: s.created_at))
         if not agents:
             note = room["notes"][0] if room["notes"] else "no agents dispatched"
             agents = f'<span class="empty">{escape(note)}</span>'
@@ -150,7 +152,7 @@ def timeline_svg(session: dict[str, Any]) -> str:
     """
     steps, sid = session["steps"], session["room_sid"]
     lanes = ["webhooks"] + [slot_label(s) for s in session["slots"]]
-    lane_of_slot = {s.get("sk", ""): i + 1 for i, s in enumerate(session["slots"])}
+    lane_of_slot = {s.sk: i + 1 for i, s in enumerate(session["slots"])}
     left, dx, top, dy = 150, 56, 30, 46
     width = left + dx * max(len(steps), 1) + 40
     height = top + dy * len(lanes) + 96
@@ -223,7 +225,7 @@ def _answers(step: dict[str, Any]) -> str:
     return "<br>".join(items)
 
 
-def room_page(room: str, records: list[dict[str, Any]]) -> str:
+def room_page(room: str, records: list[LogRecord]) -> str:
     found = sessions(records)
     if not found:
         return (f'<main id="content" data-version="{version(records)}"><h1>room {escape(room)}</h1><p class="empty">'
@@ -248,19 +250,18 @@ def _slots_table(session: dict[str, Any]) -> str:
         return '<p class="empty">no agent was dispatched in this session; the decisions below say why</p>'
     rows = []
     for s in session["slots"]:
-        why = s.get("error") or s.get("reason") or ""
-        redispatched = [r for r in session["redispatches"] if r["slot"] == s.get("sk")]
+        why = s.error or s.reason
+        redispatched = [r for r in session["redispatches"] if r["slot"] == s.sk]
         links = " ".join(f'<a href="#{_step_id(sid, r["step"])}">re-dispatched at '
                          f'{escape(clock(session["steps"][r["step"]]["at"]))}</a>' for r in redispatched)
-        again = (f'<div class="why">re-dispatched: {escape(s["redispatch_reason"])}</div>'
-                 if s.get("redispatch_reason") else "")
+        again = f'<div class="why">re-dispatched: {escape(s.redispatch_reason)}</div>' if s.redispatch_reason else ""
         rows.append(
-            f'<tr class="slot" id="{_slot_id(sid, s.get("sk", ""))}" data-agent="{escape(slot_label(s))}" '
-            f'data-status="{escape(s.get("status", ""))}"><td>{escape(slot_label(s))}</td>'
-            f'<td>{_status(s.get("status", ""))}</td><td>{escape(str(s.get("attempts", "")))}</td>'
-            f'<td class="mono">{escape(s.get("dispatch_id", ""))}</td><td class="mono">'
-            f'{escape(s.get("agent_identity", ""))}</td><td>{escape(s.get("trigger", ""))}</td>'
-            f'<td class="{"error" if s.get("status") == Status.FAILED else "why"}">'
+            f'<tr class="slot" id="{_slot_id(sid, s.sk)}" data-agent="{escape(slot_label(s))}" '
+            f'data-status="{escape(s.status)}"><td>{escape(slot_label(s))}</td>'
+            f'<td>{_status(s.status)}</td><td>{escape(str(s.attempts or ""))}</td>'
+            f'<td class="mono">{escape(s.dispatch_id)}</td><td class="mono">'
+            f'{escape(s.agent_identity)}</td><td>{escape(s.trigger)}</td>'
+            f'<td class="{"error" if s.status == Status.FAILED else "why"}">'
             f'{escape(why)}{again}{links}</td></tr>')
     return ('<table class="slots"><thead><tr><th>agent</th><th>status</th><th>attempts</th><th>dispatch</th>'
             '<th>agent identity</th><th>trigger</th><th>why</th></tr></thead><tbody>'
@@ -269,7 +270,7 @@ def _slots_table(session: dict[str, Any]) -> str:
 
 def _steps_table(session: dict[str, Any]) -> str:
     sid = session["room_sid"]
-    slot_ids = {s.get("sk", ""): _slot_id(sid, s.get("sk", "")) for s in session["slots"]}
+    slot_ids = {s.sk: _slot_id(sid, s.sk) for s in session["slots"]}
     rows = []
     for index, step in enumerate(session["steps"]):
         what = escape(step["what"])

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .timeline import clock, slot_label
+from .timeline import clock, label
 
 STATUS_STYLE = {"JOINED": "green", "DISPATCHED": "cyan", "ENDED": "dim", "FAILED": "red",
                 "REJECTED": "yellow", "CLAIMED": "magenta"}
@@ -65,7 +65,8 @@ def logs_table(rows: list[dict[str, Any]], *, wide: bool = False, project: bool 
     table.add_column("why", overflow="fold", ratio=1, min_width=16)
     for r in rows:
         table.add_row(*first(r), Text(_when(r.get("created_at", ""), same_day)), Text(r.get("room_name", "")),
-                      Text(slot_label(r)), status_text(r["status"]), Text(why(r)))
+                      Text(label(r.get("agent_name", ""), r.get("participant_identity", ""))),
+                      status_text(r["status"]), Text(why(r)))
     return table
 
 

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from ..claims import Status
+from ..records import EventRecord, LogRecord, SlotRecord
 
 # The order a slot's steps happen in, to break ties between steps of the same millisecond.
 STEP_FIELDS = (("CLAIMED", "claimed_at"), ("REJECTED", "rejected_at"), ("DISPATCHED", "dispatched_at"),
@@ -26,14 +27,17 @@ def clock(at: str) -> str:
     return at[11:23] if len(at) >= 23 else at
 
 
-def slot_label(record: dict[str, Any]) -> str:
-    who = record.get("participant_identity")
-    agent: str = record.get("agent_name", "")
-    return agent + (f" for {who}" if who else "")
+def label(agent_name: str, participant_identity: str = "") -> str:
+    """How a slot is named to a reader: its agent, and whom it is for (a participant rule's)."""
+    return agent_name + (f" for {participant_identity}" if participant_identity else "")
 
 
-def _event_step(r: dict[str, Any]) -> dict[str, Any]:
-    decision, outcome = r.get("decision", {}) or {}, r.get("outcome", {}) or {}
+def slot_label(record: SlotRecord) -> str:
+    return label(record.agent_name, record.participant_identity)
+
+
+def _event_step(r: EventRecord) -> dict[str, Any]:
+    decision, outcome = dict(r.decision), dict(r.outcome)
     detail = decision.get("reason", "")
     if decision.get("error"):
         detail += f": {decision['error']}"
@@ -42,41 +46,40 @@ def _event_step(r: dict[str, Any]) -> dict[str, Any]:
         detail += " → " + ", ".join(f"{n} {result}" for result, n in sorted(results.items()))
     if outcome.get("note"):
         detail += f" → {outcome['note']}"
-    who = r.get("participant_identity")
-    event_type = r.get("event_type", "")
+    who, event_type = r.participant_identity, r.event_type
     # Only join and leave events carry a meaningful participant kind.
-    kind = f"{r.get('participant_kind')} " if event_type.startswith("participant_") else ""
+    kind = f"{r.participant_kind} " if event_type.startswith("participant_") else ""
     what = event_type + (f" ({kind}{who})" if who else "")
-    if r.get("source") == "sweep":
+    if r.source == "sweep":
         what = f"sweep: {what}"
-    deliveries = r.get("deliveries", 1)
+    deliveries = r.deliveries or 1  # (every stored event counts its deliveries; a record built bare, one)
     if deliveries > 1:
         what += f" ×{deliveries}"
-    return {"at": r.get("created_at", ""), "room_sid": r.get("room_sid", ""), "what": what, "detail": detail,
-            "kind": "event", "event_type": event_type, "event_id": r.get("event_id", ""),
-            "source": r.get("source", "webhook"), "deliveries": deliveries,
+    return {"at": r.created_at, "room_sid": r.room_sid, "what": what, "detail": detail,
+            "kind": "event", "event_type": event_type, "event_id": r.event_id,
+            "source": r.source.value, "deliveries": deliveries,
             "decision": decision, "outcome": outcome, "_rank": 0}
 
 
-def _dispatch_steps(r: dict[str, Any]) -> list[dict[str, Any]]:
+def _dispatch_steps(r: SlotRecord) -> list[dict[str, Any]]:
     agent = slot_label(r)
     steps = []
     for status, field in STEP_FIELDS:
-        if not r.get(field):
+        at: str = getattr(r, field)
+        if not at:
             continue
-        detail = {"DISPATCHED": r.get("dispatch_id", ""), "FAILED": r.get("error", ""),
-                  "REJECTED": r.get("reason", ""), "JOINED": r.get("agent_identity", ""),
-                  "ENDED": r.get("reason", "") if r.get("status") == Status.ENDED else "",
-                  "CLAIMED": f"attempt {r.get('attempts', 1)}, trigger {r.get('trigger', '')}"
-                  + (f", re-dispatched: {r['redispatch_reason']}" if r.get("redispatch_reason") else ""),
+        detail = {"DISPATCHED": r.dispatch_id, "FAILED": r.error, "REJECTED": r.reason, "JOINED": r.agent_identity,
+                  "ENDED": r.reason if r.status == Status.ENDED else "",
+                  "CLAIMED": f"attempt {r.attempts or 1}, trigger {r.trigger}"
+                  + (f", re-dispatched: {r.redispatch_reason}" if r.redispatch_reason else ""),
                   }.get(status, "")
-        steps.append({"at": r[field], "room_sid": r.get("room_sid", ""), "what": f"{agent} {status}",
-                      "detail": detail, "kind": "dispatch", "slot": r.get("sk", ""), "agent": agent,
+        steps.append({"at": at, "room_sid": r.room_sid, "what": f"{agent} {status}",
+                      "detail": detail, "kind": "dispatch", "slot": r.sk, "agent": agent,
                       "status": status, "_rank": _RANK[status]})
     return steps
 
 
-def timeline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def timeline(records: list[LogRecord]) -> list[dict[str, Any]]:
     """A room's history as steps (at, room_sid, what, detail, ...), oldest first.
 
     An event is received before anything it causes, so at the same millisecond
@@ -84,9 +87,9 @@ def timeline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     steps: list[dict[str, Any]] = []
     for r in records:
-        if r.get("record_type") == "event":
+        if isinstance(r, EventRecord):
             steps.append(_event_step(r))
-        elif r.get("record_type") == "dispatch":
+        else:
             steps.extend(_dispatch_steps(r))
     steps.sort(key=lambda s: (s["at"], s["_rank"]))
     for s in steps:
@@ -94,16 +97,15 @@ def timeline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return steps
 
 
-def sessions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A room name's sessions (one per room sid), oldest first, each with its slots and steps."""
-    by_sid: dict[str, list[dict[str, Any]]] = {}
+def sessions(records: list[LogRecord]) -> list[dict[str, Any]]:
+    """A room name's sessions (one per room sid), oldest first, each with its slots (SlotRecords) and steps."""
+    by_sid: dict[str, list[LogRecord]] = {}
     for r in records:
-        if r.get("record_type") in ("event", "dispatch"):
-            by_sid.setdefault(r.get("room_sid", ""), []).append(r)
+        by_sid.setdefault(r.room_sid, []).append(r)
     out = []
     for sid, rs in by_sid.items():
         steps = timeline(rs)
-        slots = sorted((r for r in rs if r.get("record_type") == "dispatch"), key=lambda r: r.get("created_at", ""))
+        slots = sorted((r for r in rs if isinstance(r, SlotRecord)), key=lambda r: r.created_at)
         out.append({"room_sid": sid, "started": steps[0]["at"] if steps else "", "steps": steps, "slots": slots,
                     "redispatches": redispatches(steps)})
     return sorted(out, key=lambda s: s["started"])

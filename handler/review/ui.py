@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from ..claims import Status, StoreUnavailable
 from ..durations import parse_duration
+from ..records import LogRecord
 from ..settings import Settings
 from ..store_hint import store_hint
 from . import page
@@ -72,19 +73,17 @@ def create_review_app(settings: Settings, *, store: Any = None, refresh_seconds:
         status = values["status"].upper() if values["status"].upper() in Status.__members__ else None
         since = time.time() - _since(values["since"], "24h")
         store = request.app.state.store
-        # The page shows every attribute as stored: it reads the records' `stored`.
-        records = [r.stored for r in await store.query_log(room=values["room"] or None, agent=values["agent"] or None,
-                                                           status=status, since=since, limit=500)]
+        records: list[LogRecord] = await store.query_log(room=values["room"] or None, agent=values["agent"] or None,
+                                                         status=status, since=since, limit=500)
         if not (values["agent"] or status):
             # Rooms whose metadata dispatched nothing (broken, absent) show up through their events.
-            records += [r.stored for r in await store.query_log(room=values["room"] or None, since=since,
-                                                                record_type="event", limit=500)]
+            records += await store.query_log(room=values["room"] or None, since=since, record_type="event", limit=500)
         return html("Switchboard: dispatch log", page.rooms_list(records, values), values)
 
     async def room(request: Request) -> Response:
         name = request.path_params["name"]
         since = time.time() - _since(request.query_params.get("since"), "7d")
-        records = [r.stored for r in await request.app.state.store.room_timeline(name, since=since)]
+        records = await request.app.state.store.room_timeline(name, since=since)
         return html(f"Switchboard: room {name}", page.room_page(name, records))
 
     async def room_json(request: Request) -> Response:
@@ -92,7 +91,10 @@ def create_review_app(settings: Settings, *, store: Any = None, refresh_seconds:
 
         name = request.path_params["name"]
         since = time.time() - _since(request.query_params.get("since"), "7d")
-        found = sessions([r.stored for r in await request.app.state.store.room_timeline(name, since=since)])
+        found = sessions(await request.app.state.store.room_timeline(name, since=since))
+        # A slot as stored, every attribute: the JSON is for readers that want them all.
+        for session in found:
+            session["slots"] = [dict(slot.stored) for slot in session["slots"]]
         return JSONResponse({"room": name, "sessions": found}, headers=HEADERS)
 
     async def css(request: Request) -> Response:
