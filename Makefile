@@ -39,7 +39,7 @@ dev: setup
 demo: setup
 	$(UV) run python -m infra.demo
 
-# ruff and mypy --strict (pyproject.toml: their settings, and the handler modules not yet strict).
+# ruff and mypy --strict on handler/, worker/ and infra/ (pyproject.toml: their settings).
 # About 3 s of CPU with mypy's cache (.mypy_cache) warm, 33 s cold (a fresh clone: livekit-agents,
 # openai, numpy... read once); tests/ and bench/ are not linted yet.
 lint: python
