@@ -828,7 +828,7 @@ def test_the_dashboard_shows_only_metrics_the_stack_emits(resources):
     assert {"Webhooks by answer", "Dispatches", "Sweeper: actions and errors"} <= titles
     ours = {name for namespace, name in shown if namespace == observability.NAMESPACE}
     assert {"Dispatches", "Redispatches", "DispatchFailures", "TimeToAgent", "ClaimsInProgress",
-            "SweepActions", "SweepErrors"} <= ours
+            "SweepActions", "SweepErrors", "InertEvents", "ReplayedDeliveries", "CreateDispatchLatency"} <= ours
     assert ours <= handler_metric_names()
     assert {("AWS/ApiGateway", "4xx"), ("AWS/ApiGateway", "5xx"), ("AWS/Lambda", "Errors")} <= shown
 
