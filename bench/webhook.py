@@ -19,6 +19,9 @@ Cases:
              UpdateItem), read the room's slots, see DISPATCHED, record (UpdateItem + Query + UpdateItem)
   duplicate  one room_started re-delivered after its first answer: replayed from its record
              (one conditional UpdateItem that succeeds)
+  one call   bench/one_call_app.py: bare, plus that very call (DynamoStore.replay_event on the duplicate's
+             record), nothing else. The ceiling of any path with one DynamoDB call: duplicate / one call is
+             what verification and the decision cost beside it, one call / bare what the call costs
   first      a new room session each time: replay check (fails fast), claim (TransactWriteItems),
              CreateDispatch on livekit-server, mark DISPATCHED, record (4 DynamoDB calls + 1 LiveKit call)
 
@@ -44,6 +47,7 @@ from livekit import api
 from bench.common import (RssSampler, bytecode_env, cpu_seconds, header, loadavg, mib, pick_port, rss_kib,
                           summary, write_result)
 from infra.stack import CACHE, DEV_API_KEY, DEV_API_SECRET, ROOT, Ports, Stack, handler_env, http_ok, wait_until
+from handler.table import event_sk, room_pk
 from tests.webhooks import event, participant
 from tests.webhooks import signed_request as _signed
 
@@ -54,14 +58,14 @@ TOKEN_TTL = datetime.timedelta(hours=3)
 def signed_request(body: dict) -> tuple[bytes, dict[str, str]]:
     return _signed(body, ttl=TOKEN_TTL)
 
-CASES = ("bare", "ignored", "join", "duplicate", "first")
+CASES = ("bare", "ignored", "join", "duplicate", "one call", "first")
 
 
-def bench_ports() -> tuple[Ports, int]:
+def bench_ports() -> tuple[Ports, int, int]:
     taken: set[int] = set()
     ports = Ports(livekit=pick_port(37880, taken), livekit_rtc_tcp=pick_port(37881, taken), livekit_udp=pick_port(37882, taken),
                   dynamodb=pick_port(38000, taken), handler=pick_port(38080, taken))
-    return ports, pick_port(38090, taken)
+    return ports, pick_port(38090, taken), pick_port(38091, taken)
 
 
 async def drive(url: str | list[str], requests: list[tuple[bytes, dict]], concurrency: int) -> dict:
@@ -103,7 +107,7 @@ def combine(rounds: list[dict]) -> dict:
 
 
 async def run(n: int, concurrency: int, rounds: int) -> dict:
-    ports, bare_port = bench_ports()
+    ports, bare_port, one_call_port = bench_ports()
     raw: dict[str, list[dict]] = {case: [] for case in CASES}
     rss: dict[str, float] = {}
     # CPU seconds each process spent on each case: where the time per request goes.
@@ -120,17 +124,24 @@ async def run(n: int, concurrency: int, rounds: int) -> dict:
                                    bytecode_env())
         wait_until(lambda: http_ok(f"http://127.0.0.1:{bare_port}/healthz"), bare)
         pid = handler.process.pid
-        rss["handler_started"] = mib(rss_kib(pid)[0])
-        rss["bare_started"] = mib(rss_kib(bare.process.pid)[0])
-
         room_name = f"bench-{uuid.uuid4().hex[:8]}"
         async with api.LiveKitAPI(ports.livekit_url, DEV_API_KEY, DEV_API_SECRET) as lk:
             room = await lk.room.create_room(api.CreateRoomRequest(name=room_name, empty_timeout=600))
         meta = {"agents": [{"name": "driver"}]}
+        duplicate_body = event("room_started", room_name, room.sid, meta)
+        duplicate_one = signed_request(duplicate_body)
+        one_call = stack.start_process("one-call", [
+            sys.executable, "-m", "uvicorn", "bench.one_call_app:app", "--port", str(one_call_port),
+            "--no-access-log", "--log-level", "warning"], env | {
+            "BENCH_EVENT_PK": room_pk(room.sid), "BENCH_EVENT_SK": event_sk(duplicate_body["id"])})
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{one_call_port}/healthz"), one_call)
+        rss["handler_started"] = mib(rss_kib(pid)[0])
+        rss["bare_started"] = mib(rss_kib(bare.process.pid)[0])
+
         urls = {"bare": f"http://127.0.0.1:{bare_port}/webhook",
+                "one call": f"http://127.0.0.1:{one_call_port}/webhook",
                 **{case: f"{ports.handler_url}/webhook" for case in ("ignored", "join", "duplicate", "first")}}
         ignored = [signed_request(event("track_published", room_name, room.sid)) for _ in range(n)]
-        duplicate_one = signed_request(event("room_started", room_name, room.sid, meta))
 
         def joins(count: int = n) -> list[tuple[bytes, dict]]:
             # Fresh event ids each time: a delivery of one already answered would be a replay.
@@ -145,6 +156,7 @@ async def run(n: int, concurrency: int, rounds: int) -> dict:
         # DynamoDB Local's JIT, which takes a few thousand requests to halve its CPU per write.
         await drive(urls["bare"], ignored[:200], concurrency)
         await drive(urls["duplicate"], [duplicate_one], 1)  # the one real dispatch the repeats find
+        await drive(urls["one call"], ignored[:200], concurrency)
         for _ in range(2):
             await drive(urls["ignored"], ignored, concurrency)
             await drive(urls["join"], joins(500), concurrency)
@@ -156,8 +168,9 @@ async def run(n: int, concurrency: int, rounds: int) -> dict:
         for _ in range(rounds):
             for case in CASES:
                 requests = {"bare": ignored, "ignored": ignored, "join": joins() if case == "join" else [],
-                            "duplicate": [duplicate_one] * n, "first": firsts() if case == "first" else []}[case]
-                pids["server"] = (bare if case == "bare" else handler).process.pid
+                            "duplicate": [duplicate_one] * n, "one call": [duplicate_one] * n,
+                            "first": firsts() if case == "first" else []}[case]
+                pids["server"] = {"bare": bare, "one call": one_call}.get(case, handler).process.pid
                 before = {name: cpu_seconds(p) for name, p in pids.items()}
                 with RssSampler(pid) as sampler:
                     raw[case].append(await drive(urls[case], requests, concurrency))
@@ -183,10 +196,13 @@ def report(out: dict) -> str:
         lines.append(f"| {case} | {r['rps']} | {r['rps'] / bare_rps:.1%} | {r['p50_ms']} | {r['p99_ms']} | "
                      f"{c['server']:.2f}, {c['dynamodb']:.2f}, {c['livekit']:.2f}, {c['client']:.2f} | "
                      f"{r['statuses']} |")
-    for case in ("ignored", "duplicate"):
+    for case in ("ignored", "duplicate", "one call"):
         ratios = [i / b for i, b in zip(results[case]["rps_by_round"], results["bare"]["rps_by_round"])]
         lines.append(f"\n{case}/bare by round: {', '.join(f'{x:.1%}' for x in ratios)} (median "
                      f"{statistics.median(ratios):.1%})")
+    dup = [d / o for d, o in zip(results["duplicate"]["rps_by_round"], results["one call"]["rps_by_round"])]
+    lines.append(f"duplicate/one call by round: {', '.join(f'{x:.1%}' for x in dup)} (median "
+                 f"{statistics.median(dup):.1%})")
     lines.append(f"RSS MiB: {json.dumps(out['rss_mib'])}")
     return "\n".join(lines)
 
