@@ -107,10 +107,11 @@ async def test_seeds_that_once_broke_an_invariant(backend):
 
 
 # Seeds that reach a rare branch, kept so that it stays reached (a model change that loses them fails here):
-#   357, 886  the stuck session a RemoveParticipant was meant for gave up in the call's window, and an agent
-#             took its identity, so the removal hit that agent (in 357 an orphan's; in 886 a slot's, whose
+#   357, 499  the stuck session a RemoveParticipant was meant for gave up in the call's window, and an agent
+#             took its identity, so the removal hit that agent (in 357 an orphan's; in 499 a slot's, whose
 #             departure is then no intended one: replace_agent, "removed in place of the never-active session")
-REACHES_A_REMOVAL_OF_ANOTHER_SESSION = [357, 886]
+#             (Found again after each change of the model or of the code's calls: 1 such slot in ~500 seeds.)
+REACHES_A_REMOVAL_OF_ANOTHER_SESSION = [357, 499]
 
 
 async def test_the_removal_window_is_reached_and_its_slot_is_not_taken_for_an_intended_departure(backend, caplog):

@@ -168,6 +168,12 @@ class LiveKitModel:
         if live and live.agents:
             self._leave(live, self.rng.choice(sorted(live.agents)), DisconnectReason.CONNECTION_TIMEOUT)
 
+    def stuck_agent_name(self, name: str, identity: str) -> str:
+        """The agent name of the never-active session under `identity` in the room, or ""."""
+        live = self.live.get(name)
+        return next((a.participant.attributes["lk.agent_name"] for a in (live.agents.values() if live else ())
+                     if a.participant.identity == identity and a.participant.state != ParticipantInfo.State.ACTIVE), "")
+
     def stuck_session_gives_up(self, name: str, identity: str) -> str:
         """The never-active session under `identity` leaves by itself (its SDK gave up, or
         LiveKit closed it); returns its agent's name, or "" if there was none. No

@@ -211,12 +211,16 @@ class World:
     async def _identity_taken_meanwhile(self, name: str, identity: str) -> None:
         """The window RemoveParticipant (by identity) leaves open: the stuck session it is meant
         for gives up by itself, and a new agent takes the identity before the removal lands:
-        one whose job is already waiting, or, through a sweep run beside, the slot's next."""
-        agent_name = self.livekit.stuck_session_gives_up(name, identity)
+        one whose job is already waiting (most likely while the call is still paused), or,
+        now and then, the slot's next, through a sweep run beside."""
+        agent_name = self.livekit.stuck_agent_name(name, identity)
         if not agent_name:
             return
         waiting = [d for d in self.livekit.jobs if self.livekit.dispatches[d].room_name == name
                    and self.livekit.dispatches[d].agent_name == agent_name]
+        if not waiting and self.give_ups.random() >= 0.25:
+            return
+        self.livekit.stuck_session_gives_up(name, identity)
         if waiting:
             self.livekit.agent_joins(waiting[0])
         else:
