@@ -14,7 +14,8 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from livekit.protocol.webhook import WebhookEvent
 
@@ -34,11 +35,31 @@ from .table import event_sk, room_pk
 
 log = logging.getLogger("switchboard")
 
+# How old (by LiveKit's clock, which stamps created_at, against ours) a room_started may be
+# and still be taken for a first delivery, whose replay check then runs beside its claims.
+# LiveKit posts an event as it happens and re-sends one only after a failed POST; a
+# re-delivery inside this window is still handled right (its claims find their slots; its
+# answer is replayed), at the price of a failed transaction per slot.
+FRESH_EVENT_SECONDS = 2.0
+
+A = TypeVar("A")
+B = TypeVar("B")
+
 def _changed_nothing(outcome: Outcome) -> bool:
     """Nothing was claimed, dispatched, settled or asked again: an ignore, or every slot already as wanted."""
     return not outcome.retry and not outcome.note and all(
         s.result is SlotOutcome.DUPLICATE for s in outcome.slots) and (
         bool(outcome.slots) or outcome.decision.action is Action.IGNORE)
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both, side by side, each run to its end before either's error is raised (a claim left
+    mid-CreateDispatch would be frozen there on Lambda)."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    for result in (a, b):
+        if isinstance(result, BaseException):
+            raise result
+    return a, b  # type: ignore[return-value]  # (neither is an exception here)
 
 
 def event_id_of(event: WebhookEvent) -> str:
@@ -135,26 +156,30 @@ class Pipeline:
         received_at = time.time()
         event_id = event_id_of(event)
         decision = decide(event, self.routing, self.settings, trigger="reconcile" if source is Source.SWEEP else None)
-        if source is Source.WEBHOOK and decision.action is not Action.IGNORE:
-            # Idempotency by event id: a re-delivery of an event already answered 200 is
-            # answered from its record, in one conditional write (it also counts the delivery).
-            # Anything less than a 200 on record (a 503, a crash, a lost lease's retry) is
-            # handled again: every step below is safe to repeat.
+        # Idempotency by event id: a re-delivery of an event already answered 200 is answered
+        # from its record, in one conditional write (it also counts the delivery). Anything less
+        # than a 200 on record (a 503, a crash, a lost lease's retry) is handled again: every
+        # step below is safe to repeat.
+        replay_check = source is Source.WEBHOOK and decision.action is not Action.IGNORE
+        # A delivered room_started claims without reading first: it is on the path that brings a
+        # new room its agents, and its slots almost never exist yet (see _dispatch). When it is
+        # fresh, it is almost surely a first delivery, and its replay check runs beside its claims
+        # instead of before them, one DynamoDB round trip off the way to CreateDispatch.
+        first_event = source is Source.WEBHOOK and event.event == "room_started" and decision.action is Action.DISPATCH
+        beside = replay_check and first_event and self.clock() - event.created_at < FRESH_EVENT_SECONDS
+        if replay_check and not beside:
             replay = await self.store.replay_event(*self._event_key(event, event_id))
             if replay is not None:
-                metrics.add("ReplayedDeliveries", 1)
-                metrics.flush()
-                outcome = Outcome(decision, replay=replay)
-                # The same line as a handled event's, so the saved log queries see replays too.
-                log.info(f"{source} event handled", extra={
-                    "project": self.project, "event_type": event.event, "room_name": event.room.name,
-                    "room_sid": event.room.sid, **outcome.answer(), "deliveries": replay.deliveries})
-                return outcome
+                return self._replayed(event, decision, replay, metrics, source)
         try:
-            if decision.action is Action.DISPATCH:
-                # A delivered room_started claims without reading first: it is on the path that brings
-                # a new room its agents, and its slots almost never exist yet (see _dispatch).
-                first_event = source is Source.WEBHOOK and event.event == "room_started"
+            if beside:
+                replay, outcome = await _both(self.store.replay_event(*self._event_key(event, event_id)),
+                                              self._dispatch(event, decision, event_id, metrics, read_first=False))
+                if replay is not None:
+                    # A re-delivery after all: its claims found their slots as they were (or took
+                    # over what a sweep would have), and its answer is the first one.
+                    return self._replayed(event, decision, replay, metrics, source)
+            elif decision.action is Action.DISPATCH:
                 outcome = await self._dispatch(event, decision, event_id, metrics, read_first=not first_event)
             elif decision.action is Action.CONFIRM_JOIN:
                 outcome = await self.presence.confirm_join(event, decision)
@@ -176,6 +201,17 @@ class Pipeline:
         log.info(f"{source} event handled", extra={
             "project": self.project, "event_type": event.event, "room_name": event.room.name,
             "room_sid": event.room.sid, **outcome.answer()})
+        return outcome
+
+    def _replayed(self, event: WebhookEvent, decision: Decision, replay: EventRecord, metrics: Metrics,
+                  source: Source) -> Outcome:
+        metrics.add("ReplayedDeliveries", 1)
+        metrics.flush()
+        outcome = Outcome(decision, replay=replay)
+        # The same line as a handled event's, so the saved log queries see replays too.
+        log.info(f"{source} event handled", extra={
+            "project": self.project, "event_type": event.event, "room_name": event.room.name,
+            "room_sid": event.room.sid, **outcome.answer(), "deliveries": replay.deliveries})
         return outcome
 
     async def _dispatch(self, event: WebhookEvent, decision: Decision, event_id: str, metrics: Metrics, *,

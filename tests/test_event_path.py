@@ -98,12 +98,53 @@ async def test_a_completed_delivery_is_answered_from_one_write_with_the_first_an
     assert [s.result for s in first.slots] == ["dispatched"]
     pipe.store.made.clear(), pipe.livekit.made.clear()
 
+    # LiveKit re-sends only after a failed POST, by its client's backoff (go-retryablehttp: 1 s
+    # at least, then 2, 4, ...): the re-delivery is seconds older than the event.
+    pipe.clock = lambda: time.time() + 5
     again = await pipe.handle(started)
     assert pipe.store.made == ["replay_event"] and pipe.livekit.made == []
     assert again.answer()["outcome"] == first.answer()["outcome"] | {"replayed": True}
     assert again.answer()["decision"] == first.answer()["decision"]
     item = await event_item(pipe.store.inner, room.sid, started.id)
     assert item["deliveries"]["N"] == "2"
+
+
+async def test_a_fresh_room_started_checks_for_a_replay_beside_its_claims_and_a_re_delivery_is_still_replayed(
+        pipe, room, local_stack):
+    """A room_started under FRESH_EVENT_SECONDS old is taken for a first delivery: its replay
+    check runs beside its claims, off the way to CreateDispatch. One that was answered 200
+    after all (its answer lost, re-sent at once) is replayed all the same, and its claims find
+    the slot as it was: no second dispatch."""
+    class Spans(Calls):
+        """Lists each call's start and its end: which calls were in flight together."""
+
+        def __getattr__(self, name: str) -> Any:
+            call = super().__getattr__(name)
+            if not callable(getattr(self.inner, name)):
+                return call
+
+            async def spanned(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await call(*args, **kwargs)
+                finally:
+                    self.made.append(f"{name} done")
+            return spanned
+
+    pipe.store = pipe.slot_dispatch.store = Spans(pipe.store.inner)
+    started = webhook(event("room_started", room.name, room.sid, DRIVER))
+    first = await pipe.handle(started)
+    assert [s.result for s in first.slots] == ["dispatched"] and first.replay is None
+    # The claim went out before the replay check came back (in the code before: after it).
+    assert pipe.store.made.index("claim") < pipe.store.made.index("replay_event done")
+    pipe.store.made.clear(), pipe.livekit.made.clear()
+
+    again = await pipe.handle(started)
+    assert again.replay is not None and again.answer()["outcome"] == first.answer()["outcome"] | {"replayed": True}
+    assert sorted(m for m in pipe.store.made if not m.endswith(" done")) == ["claim", "replay_event"]
+    assert pipe.livekit.made == []
+    async with lk_api(local_stack.livekit_url) as lk:
+        assert [d.agent_name for d in await named_dispatches(lk, room.name)] == ["driver"]
+    assert (await event_item(pipe.store.inner, room.sid, started.id))["deliveries"]["N"] == "2"
 
 
 async def test_a_delivery_first_answered_503_is_handled_again_not_replayed(pipe, room, local_stack):
