@@ -33,3 +33,21 @@ class Source(StrEnum):
     WEBHOOK = "webhook"  # delivered by LiveKit: replayed if already answered, recorded
     # Rebuilt by the sweeper from LiveKit's state: never replayed; recorded only if it changed something.
     SWEEP = "sweep"
+
+
+class SweepAction(StrEnum):
+    """What one sweep did with a slot (SweepReport.actions, the SweepActions metric's `action`)."""
+
+    CLAIM_IN_PROGRESS = "claim_in_progress"  # its owner's lease is still running: left alone
+    BACKING_OFF = "backing_off"  # FAILED, retryable, waiting out its back-off
+    AWAITING_JOIN = "awaiting_join"  # DISPATCHED, its agent still has time to join
+    ROOM_GONE = "room_gone"  # its room session is over: the session's slots ENDED
+    JOINED = "joined"  # its agent is in the room; the join webhook was missed
+    AGENT_CONNECTING = "agent_connecting"  # its agent is in the room, not yet active, within the grace
+    FAILED = "failed"  # no agent, and the attempts are spent
+    ORPHAN_DELETED = "orphan_deleted"  # a dispatch that is not its slot's current one, deleted
+    STUCK_AGENT_REMOVED = "stuck_agent_removed"  # a never-active session whose slot moved on, removed
+    AGENT_MISSING = "agent_missing"  # a JOINED slot's agent not in the room, within the grace
+    # Prefixes, joined to what became of the slot (a SlotOutcome): "reconciled_dispatched".
+    RECONCILED = "reconciled"  # a live room's metadata or people, replayed through the pipeline
+    MISSING_AGENT = "missing_agent"  # a JOINED slot's agent missing past the grace, replaced or ended

@@ -45,7 +45,7 @@ from .answers import Outcome
 from .claims import ClaimError, Status, StoreUnavailable
 from .dispatcher import LiveKitError, slot_of
 from .observability import Metrics
-from .outcomes import SlotOutcome, Source
+from .outcomes import SlotOutcome, Source, SweepAction
 from .pipeline import Pipeline
 from .records import SlotRecord
 from .timestamps import epoch
@@ -60,12 +60,14 @@ class SweepReport:
     details: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def add(self, action: str, record: SlotRecord | None = None, detail: str = "", *,
-            room: Room | None = None, room_sid: str = "", slot: str = "") -> None:
+    def add(self, action: SweepAction | SlotOutcome, record: SlotRecord | None = None, detail: str = "", *,
+            room: Room | None = None, room_sid: str = "", slot: str = "", of: SlotOutcome | None = None) -> None:
         """One action, on a slot's record, or on a slot of `room` (or of `room_sid`, an earlier
-        session of it) that has none."""
-        self.actions[action] += 1
-        entry: dict[str, Any] = {"action": action}
+        session of it) that has none. A SlotOutcome alone is what dispatching the slot again did;
+        `of` is what became of the slot an action prefixes (RECONCILED, MISSING_AGENT)."""
+        name = f"{action}_{of}" if of is not None else str(action)
+        self.actions[name] += 1
+        entry: dict[str, Any] = {"action": name}
         if record:
             entry.update(room_name=record.room_name, room_sid=record.room_sid, slot=record.slot, status=record.status)
         elif room is not None:
@@ -141,11 +143,11 @@ class Sweeper:
         status = record.status
         attempts = record.attempts or 1  # (a record without attempts was never claimed: its first)
         if status == Status.CLAIMED and record.lease_expires_at > now:
-            return report.add("claim_in_progress", record)
+            return report.add(SweepAction.CLAIM_IN_PROGRESS, record)
         if status == Status.FAILED and now < epoch(record.failed_at) + self._wait(attempts):
-            return report.add("backing_off", record)
+            return report.add(SweepAction.BACKING_OFF, record)
         if status == Status.DISPATCHED and now < epoch(record.dispatched_at) + self._wait(attempts):
-            return report.add("awaiting_join", record)
+            return report.add(SweepAction.AWAITING_JOIN, record)
         if status not in (Status.CLAIMED, Status.FAILED, Status.DISPATCHED):
             return
 
@@ -157,7 +159,7 @@ class Sweeper:
             room = await self.livekit.room(record.room_name)
         if room is None or room.sid != record.room_sid:
             ended = await self.store.end_room(record.room_sid, "the room session is over")
-            return report.add("room_gone", record, f"room session over; {ended} dispatch(es) ended")
+            return report.add(SweepAction.ROOM_GONE, record, f"room session over; {ended} dispatch(es) ended")
         if status in (Status.CLAIMED, Status.FAILED):
             return await self._dispatch_again(record, report, metrics, redispatch=None)
 
@@ -173,12 +175,12 @@ class Sweeper:
         joined = next((j.state.participant_identity for j in jobs if j.state.participant_identity in present), "")
         if joined:
             await self.store.mark_joined(record.room_sid, record.slot, joined, record.dispatch_id, present[joined])
-            return report.add("joined", record, f"{joined} is in the room; its join webhook was missed")
+            return report.add(SweepAction.JOINED, record, f"{joined} is in the room; its join webhook was missed")
 
         stuck = [p for p in people
                  if _is_inactive_agent(p) and p.attributes[DISPATCH_ID_ATTRIBUTE] == record.dispatch_id]
         if any(self._may_still_connect(p) for p in stuck):
-            return report.add("agent_connecting", record, "its agent is in the room, not yet active")
+            return report.add(SweepAction.AGENT_CONNECTING, record, "its agent is in the room, not yet active")
         if stuck:
             # Removed before the slot is dispatched again: it holds the identity, and the room
             # would never empty while it stays (seen in the soak, issue 12).
@@ -188,7 +190,7 @@ class Sweeper:
             seen = None if jobs else await self._last_join(record.agent_name)
             why = _why_not_joined(record, jobs, self.settings.confirm_deadline_seconds, seen)
         if await self.slot_dispatch.give_up_if_spent(record, why, metrics):
-            return report.add("failed", record, why)
+            return report.add(SweepAction.FAILED, record, why)
         await self._dispatch_again(record, report, metrics, redispatch=why)
 
     async def _dispatch_again(self, record: SlotRecord, report: SweepReport, metrics: Metrics,
@@ -196,7 +198,7 @@ class Sweeper:
         planned = record.planned_again(trigger="sweep")
         result = await self.slot_dispatch.run(planned, record, f"sweep-{int(self.clock())}", metrics,
                                             redispatch=redispatch)
-        report.add(result.result.value, record, redispatch or result.detail)
+        report.add(result.result, record, redispatch or result.detail)
 
     async def _last_join(self, agent_name: str) -> SlotRecord | None:
         """The latest slot of `agent_name` whose agent joined, in the last hour: proof a worker was there.
@@ -287,7 +289,8 @@ class Sweeper:
             await self.livekit.delete(dispatch.id, room.name)
             if record is not None:
                 await self.store.note_orphan(record, dispatch.id, why)
-            report.add("orphan_deleted", record, f"{dispatch.id}: {why}", room=room, room_sid=room_sid, slot=slot)
+            report.add(SweepAction.ORPHAN_DELETED, record, f"{dispatch.id}: {why}", room=room, room_sid=room_sid,
+                       slot=slot)
 
     async def _collect_stuck_agents(self, room: Room, report: SweepReport) -> None:
         """Remove every agent session of ours (it carries a Switchboard dispatch id) that has
@@ -308,7 +311,7 @@ class Sweeper:
         awaited = {r.dispatch_id for r in slots.values() if r.status == Status.DISPATCHED}
         unclaimed = [p for p in stuck if p.attributes[DISPATCH_ID_ATTRIBUTE] not in awaited]
         for p in await self._remove_still_stuck(room.name, room.sid, unclaimed) if unclaimed else []:
-            report.add("stuck_agent_removed", None, f"{p.identity} ({p.sid}) of dispatch "
+            report.add(SweepAction.STUCK_AGENT_REMOVED, None, f"{p.identity} ({p.sid}) of dispatch "
                        f"{p.attributes[DISPATCH_ID_ATTRIBUTE]}: connected at {p.joined_at}, never active", room=room)
 
     async def _reconcile_room(self, room: Room, report: SweepReport, metrics: Metrics) -> None:
@@ -346,12 +349,13 @@ class Sweeper:
             since = noted.missing_since if noted.missing_since is not None else self.clock()
             missing_for = self.clock() - float(since)
             if missing_for < self.settings.missing_agent_grace_seconds:
-                report.add("agent_missing", noted, f"{noted.agent_identity} not in the room for {missing_for:.0f} s")
+                report.add(SweepAction.AGENT_MISSING, noted,
+                           f"{noted.agent_identity} not in the room for {missing_for:.0f} s")
                 continue
             result = await self.presence.replace_agent(
                 noted, f"agent {noted.agent_identity} left the room and its participant_left webhook "
                        f"never came", f"sweep-{int(self.clock())}", metrics)
-            report.add(f"missing_agent_{result.result.value}", noted, result.detail)
+            report.add(SweepAction.MISSING_AGENT, noted, result.detail, of=result.result)
 
 
 class _LiveRooms:
@@ -377,7 +381,7 @@ class _LiveRooms:
 def _count(report: SweepReport, outcome: Outcome, room: Room) -> None:
     for slot in outcome.slots:
         if slot.result in (SlotOutcome.DISPATCHED, SlotOutcome.ADOPTED, SlotOutcome.REJECTED) or slot.retry:
-            report.add(f"reconciled_{slot.result.value}", None, slot.detail, room=room, slot=slot.slot)
+            report.add(SweepAction.RECONCILED, None, slot.detail, room=room, slot=slot.slot, of=slot.result)
 
 
 def _is_inactive_agent(participant: ParticipantInfo) -> bool:
