@@ -122,6 +122,9 @@ class LiveKitDispatcher:
                 raise
 
     async def _call(self, coro: Any) -> Any:
+        # Imported here, not at the top: a process that never calls LiveKit never loads them
+        # (the client that made `coro` has loaded both already).
+        import aiohttp
         from livekit.api import TwirpError
 
         try:
@@ -135,12 +138,8 @@ class LiveKitDispatcher:
         except TimeoutError:
             timeout = self._settings.livekit_timeout_seconds
             raise LiveKitUnavailable(f"LiveKit did not answer within {timeout:g} s") from None
-        except Exception as exc:
-            import aiohttp
-
-            if isinstance(exc, (aiohttp.ClientError, OSError)):
-                raise LiveKitUnavailable(f"LiveKit unreachable: {type(exc).__name__}") from None
-            raise
+        except (aiohttp.ClientError, OSError) as exc:
+            raise LiveKitUnavailable(f"LiveKit unreachable: {type(exc).__name__}") from None
 
     async def aclose(self) -> None:
         await self._client.aclose()
