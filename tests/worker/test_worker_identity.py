@@ -104,9 +104,9 @@ async def test_taken_identities_include_participants_and_jobs_assigned_but_not_j
 
 def test_the_dispatch_id_attribute_is_the_one_the_handler_matches_joins_by():
     # One name, handler/wire.py's, on both sides; its value is what agents written elsewhere set.
-    from handler import pipeline, sweeper, wire
+    from handler import presence, sweeper, wire
     from worker import server
 
-    assert server.DISPATCH_ID_ATTRIBUTE is pipeline.DISPATCH_ID_ATTRIBUTE is sweeper.DISPATCH_ID_ATTRIBUTE \
+    assert server.DISPATCH_ID_ATTRIBUTE is presence.DISPATCH_ID_ATTRIBUTE is sweeper.DISPATCH_ID_ATTRIBUTE \
         is wire.DISPATCH_ID_ATTRIBUTE
     assert wire.DISPATCH_ID_ATTRIBUTE == "switchboard.dispatch_id"
