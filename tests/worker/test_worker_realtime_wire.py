@@ -67,6 +67,19 @@ def realtime_workers(local_stack, fake_realtime):
             print(f"--- {service.name} (shown when the test fails)\n{service.log_tail(60)}")
 
 
+@pytest.fixture(autouse=True)
+async def room_deleted_after(local_stack, room_name):
+    """Each test's room goes when it ends: an earlier test's agents, whose sessions speak with the
+    same keys and voices, must not still be connected when a later test refuses or drops them."""
+    yield
+    async with lk_api(local_stack.livekit_url) as lk:
+        try:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+        except api.TwirpError as exc:
+            if exc.status != 404:
+                raise
+
+
 async def call(local_stack, room_name: str) -> Listener:
     """A room that asks Switchboard for both agents, and a listener in it."""
     metadata = {"agents": [{"name": "dispatcher"}, {"name": "driver"}]}
@@ -127,13 +140,17 @@ async def test_each_persona_reaches_session_update_and_the_models_audio_is_the_a
 
 async def test_a_model_that_stays_unreachable_ends_the_job_and_the_agent_leaves(
         local_stack, aws, realtime_workers, fake_realtime, room_name):
+    before = len(fake_realtime.connections)
     listener = await call(local_stack, room_name)
     try:
         tim = Persona.from_role(get_role("dispatcher"))
         await eventually(lambda: agent(listener, "dispatcher") and agent(listener, "driver"), timeout=DEADLINE)
-        opened = len(fake_realtime.of_voice(tim.voice))
-        await eventually(lambda: any(c.session.get("instructions") and not c.closed
+        # This room's own session, set up (a connection of an earlier test's room, with the same
+        # voice, must not stand for it: refused while this one's handshake was in flight, this one
+        # would connect and stay).
+        await eventually(lambda: any(c.number > before and c.session.get("instructions") and not c.closed
                                      for c in fake_realtime.of_voice(tim.voice)), timeout=DEADLINE)
+        opened = len(fake_realtime.of_voice(tim.voice))
         fake_realtime.refuse(api_key("dispatcher"))
         await fake_realtime.drop(tim.voice)
         # livekit-agents retries 3 times, then the job ends and the agent leaves the room.
